@@ -1,0 +1,45 @@
+# covidxray: `make demo` runs the pipeline on phantoms, `make test` runs the test suite.
+# Both create .venv (Python 3.10+) with the pinned requirements when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA := data/phantoms
+DEMO_RUN := models/demo
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-fast lint benchmarks clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP) ## Create/refresh the virtual environment
+
+demo: $(STAMP) ## Phantoms -> index -> split -> train (from scratch offline) on the phantom default
+	$(BIN)/covidxray phantoms $(DEMO_DATA) --n-per-class 300 --seed 42
+	$(BIN)/covidxray index $(DEMO_DATA) -o $(DEMO_DATA)/index.csv
+	$(BIN)/covidxray split $(DEMO_DATA)/index.csv -o $(DEMO_DATA)/splits.csv --seed 42
+	rm -rf $(DEMO_RUN)
+	$(BIN)/covidxray train --config demo --data $(DEMO_DATA)/splits.csv --out $(DEMO_RUN)
+
+test: $(STAMP) ## Run the whole test suite (unit, data, model, notebooks)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## Skip the slow tests
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests benchmarks
+
+benchmarks: $(STAMP) ## Run the benchmark scripts (JSON in benchmarks/results/)
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean: ## Remove generated data, runs, figures and caches (not .venv)
+	rm -rf data/phantoms data/cache models/* figures/* benchmarks/results .pytest_cache

@@ -1,0 +1,231 @@
+"""``covidxray`` command line: thin wrappers around the package's functions.
+
+Known failure kinds (bad config, missing data, unreadable files, incomplete runs, unavailable
+weights) end with one clear ``error:`` line and exit status 2, never a TensorFlow traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="COVID-19 / Normal / Viral Pneumonia on chest X-rays: data, training, evaluation, "
+                       "explanations.")
+
+ConfigOpt = Annotated[list[str], typer.Option("--config", "-c", help="Config overlay(s): name or YAML path.")]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Override: dotted.key=value (repeatable).")]
+
+
+def _cfg(config: list[str] | None, overrides: list[str] | None):
+    from covidxray.config import load_config
+
+    return load_config(config or [], overrides or [])
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg)
+
+
+@app.command()
+def phantoms(
+    out: Annotated[Path, typer.Argument(help="Output folder.")],
+    n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    difficulty: Annotated[float, typer.Option(help="1 = visible lesions; larger = fainter.")] = 1.0,
+    confounder: Annotated[str, typer.Option(help="none | marker")] = "none",
+    confounder_strength: Annotated[float, typer.Option(help="Marker-class correlation, 0..1.")] = 0.0,
+    workers: Annotated[int, typer.Option(help="Processes.")] = 1,
+) -> None:
+    """Generate synthetic chest radiographs with lung and lesion masks."""
+    from covidxray.phantoms import generate_dataset
+
+    df = generate_dataset(out, n_per_class=n_per_class, size=size, seed=seed, difficulty=difficulty,
+                          confounder=None if confounder == "none" else confounder,
+                          confounder_strength=confounder_strength, workers=workers)
+    counts = df["label"].value_counts().sort_index()
+    _echo(f"wrote {len(df)} phantoms to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def index(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or manifest CSV.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write.")] = Path("manifest.csv"),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Find images and labels in any supported layout; quarantine unreadable files with a reason."""
+    from covidxray.discover import discover, summarize
+
+    cfg = _cfg(config, set_)
+    found = discover(data, classes=cfg.classes, min_size=cfg.data.min_size, workers=cfg.data.workers)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    found.manifest.to_csv(output, index=False)
+    _echo(summarize(found))
+    _echo(f"manifest: {output} ({len(found.manifest)} images)")
+    if len(found.quarantine):
+        qpath = output.with_name(output.stem + ".quarantine.csv")
+        found.quarantine.to_csv(qpath, index=False)
+        _echo(f"quarantine report: {qpath} ({len(found.quarantine)} files)")
+    if found.manifest.empty:
+        _echo("error: no usable images found")
+        raise typer.Exit(1)
+
+
+@app.command("split")
+def split_cmd(
+    manifest: Annotated[Path, typer.Argument(help="Manifest CSV from `covidxray index`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Splits CSV to write.")] = Path("splits.csv"),
+    val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
+    test: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    near_dup_threshold: Annotated[int, typer.Option(help="phash Hamming distance.")] = 4,
+) -> None:
+    """Stratified train/val/test split that keeps patients and duplicate groups together."""
+    import pandas as pd
+
+    from covidxray.split import check_leakage, duplicate_stats, format_summary, make_splits, split_summary
+
+    df = make_splits(pd.read_csv(manifest, keep_default_na=False, dtype={"patient_id": str}),
+                     val=val, test=test, seed=seed, near_dup_threshold=near_dup_threshold)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(output, index=False)
+    report = check_leakage(df)
+    _echo(format_summary(split_summary(df), report, duplicate_stats(df)))
+    _echo(f"splits: {output}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder, manifest or splits CSV.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder to create.")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="imagenet | none | auto | PATH.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder.")] = None,
+) -> None:
+    """Train InceptionV3 (or another backbone) and write a run folder under models/."""
+    from covidxray.train import train as train_fn
+
+    overrides = list(set_ or []) + ([f"model.weights={weights}"] if weights else [])
+    cfg = None if resume else _cfg(config, overrides)
+    train_fn(cfg, dataset=data, out=out, resume=resume, log=_echo)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    data: Annotated[Path | None, typer.Option(help="Other dataset: folder, manifest or splits CSV.")] = None,
+    split: Annotated[str, typer.Option(help="Split of the run's (or --data's) splits file.")] = "test",
+    name: Annotated[str | None, typer.Option(help="Result folder name under RUN/eval/.")] = None,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples (default: config).")] = None,
+) -> None:
+    """Metrics with 95% CIs, calibrated predictions and figures in RUN/eval/NAME/."""
+    import json
+
+    from covidxray.evaluate import evaluate, format_summary
+
+    out = evaluate(run, data=data, split=split, name=name, n_boot=n_boot, log=_echo)
+    _echo(format_summary(json.loads((out / "metrics.json").read_text())))
+    _echo(f"results: {out}")
+
+
+@app.command("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Predictions CSV.")] = Path("predictions.csv"),
+    classes: Annotated[str | None, typer.Option(help="Expected class order, comma-separated.")] = None,
+) -> None:
+    """Calibrated probabilities and the COVID-19 decision for each image.
+
+    Unreadable inputs are listed in OUTPUT's .errors.csv and named here; the exit status is 1
+    when any input failed or no image was found.
+    """
+    from covidxray.predict import predict
+
+    expected = [c.strip() for c in classes.split(",")] if classes else None
+    df = predict(run, inputs, output, classes=expected, log=_echo)
+    errors = df.attrs["errors"]
+    _echo(f"predicted {len(df)} image(s): {output}")
+    if len(errors):
+        _echo(f"{len(errors)} input(s) failed (listed in {df.attrs['errors_csv']}):")
+        for path, reason in errors.itertuples(index=False):
+            _echo(f"  {path}: {reason}")
+    elif df.empty:
+        _echo("no image files found in the inputs given")
+    if len(errors) or df.empty:
+        raise typer.Exit(1)
+
+
+@app.command("calibrate")
+def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")]) -> None:
+    """Fit temperature scaling and the COVID-19 threshold on the run's validation split."""
+    from covidxray.predict import calibrate
+
+    cal = calibrate(run, log=_echo)
+    threshold = "none" if cal.threshold is None else f"{cal.threshold:.4f}"
+    _echo(f"validation n={cal.n}: temperature {cal.temperature:.3f}, ECE {cal.ece_before:.3f} -> "
+          f"{cal.ece_after:.3f}; {cal.positive_class} threshold {threshold} "
+          f"(sensitivity >= {cal.target_sensitivity} on validation)")
+
+
+@app.command("explain")
+def explain_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("figures/explain"),
+    method: Annotated[Optional[list[str]], typer.Option(
+        "--method", "-m", help="activation | gradient | smoothgrad | integrated_gradients | gradcam | "
+        "gradcam++ | scorecam | occlusion (repeatable; default gradcam, gradcam++, gradient, smoothgrad, "
+        "integrated_gradients).")] = None,
+    manifest: Annotated[Optional[list[Path]], typer.Option(help="Manifest CSV(s) with lung/lesion masks.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Class to explain (default: the predicted one).")] = None,
+    cmap: Annotated[str, typer.Option(help="Heat-map colour map (jet, inferno...).")] = "jet",
+    alpha: Annotated[float, typer.Option(help="Heat-map opacity.")] = 0.4,
+    batch_size: Annotated[int, typer.Option(help="Model inputs per pass.")] = 16,
+) -> None:
+    """Heat-map overlays per image and method, a gallery and explain.csv (with localisation scores
+    where lung/lesion masks are known)."""
+    from covidxray.overlays import DEFAULT_METHODS, explain_files
+
+    try:
+        report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
+                               target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo)
+    except ValueError as err:
+        _echo(f"error: {err}")
+        raise typer.Exit(2) from None
+    _echo(f"wrote {len(report.figures)} figure(s) and explain.csv to {output}")
+    if report.skipped:
+        _echo(f"{len(report.skipped)} input(s) skipped:")
+        for reason in report.skipped:
+            _echo(f"  {reason}")
+        raise typer.Exit(1)
+
+def main() -> None:
+    """Entry point: run the app and turn known errors into one clear line."""
+    from covidxray.config import ConfigError
+    from covidxray.data import DataError
+    from covidxray.errors import WeightsError
+    from covidxray.imageio import ImageReadError
+    from covidxray.runinfo import RunError
+
+    known = (ConfigError, DataError, ImageReadError, RunError, WeightsError, FileNotFoundError, FileExistsError)
+    try:
+        app()
+    except known as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

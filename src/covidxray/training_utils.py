@@ -1,0 +1,116 @@
+"""Pieces of training that are not the training loop: seeds, strategies, schedules, callbacks."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed python, numpy and TensorFlow from the one config seed."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def get_strategy(name: str):
+    """``default`` | ``mirrored`` | ``multiworker`` -> a ``tf.distribute`` strategy.
+
+    ``multiworker`` reads the cluster from the ``TF_CONFIG`` environment variable.
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("train.strategy=multiworker needs the TF_CONFIG environment variable "
+                             "(cluster and task); see the README's GPU section")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"train.strategy must be default, mirrored or multiworker, got '{name}'")
+
+
+def cosine_schedule(base_lr: float, epochs: int, warmup: int = 0, floor: float = 0.05):
+    """Per-epoch learning rate: linear warm-up, then cosine decay to ``floor * base_lr``.
+
+    A function of the epoch alone, so a resumed run follows the same schedule.
+    """
+
+    def lr(epoch: int, _current: float | None = None) -> float:
+        if epoch < warmup:
+            return base_lr * (epoch + 1) / (warmup + 1)
+        t = (epoch - warmup) / max(1, epochs - warmup - 1)
+        return float(base_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))))
+
+    return lr
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training once ``minutes`` of wall time (counted across resumes) have passed."""
+
+    def __init__(self, minutes: float, already_s: float = 0.0):
+        super().__init__()
+        self.deadline = time.monotonic() + minutes * 60 - already_s if minutes > 0 else math.inf
+        self.stopped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() > self.deadline:
+            self.model.stop_training = True
+            self.stopped = True
+
+
+def best_so_far(history_csv: Path, monitor: str) -> float | None:
+    """Best monitored value already logged (so a resumed run's checkpoint keeps the true best)."""
+    if not history_csv.is_file() or history_csv.stat().st_size == 0:
+        return None
+    hist = pd.read_csv(history_csv)
+    if monitor not in hist or hist.empty:
+        return None
+    vals = hist[monitor].to_numpy(dtype=float)
+    return float(np.nanmin(vals) if "loss" in monitor else np.nanmax(vals))
+
+
+def stage_callbacks(run: Path, stage: str, cfg, lr_fn=None, elapsed_s: float = 0.0) -> list:
+    """Callbacks of one stage: backup for resume, best-weights checkpoint, early stopping, logs."""
+    t = cfg["train"]
+    monitor = t["monitor"]
+    mode = "min" if "loss" in monitor else "max"
+    history = run / f"history_{stage}.csv"
+    cbs = [
+        keras.callbacks.CSVLogger(str(history), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run / f"best_{stage}.weights.h5"), monitor=monitor, mode=mode, save_best_only=True,
+            save_weights_only=True, initial_value_threshold=best_so_far(history, monitor)),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t["patience"]),
+        keras.callbacks.TensorBoard(str(run / "tensorboard" / stage), histogram_freq=0),
+        TimeLimit(t["max_minutes"], elapsed_s),
+        keras.callbacks.BackupAndRestore(str(run / "backup" / stage)),
+    ]
+    if lr_fn is not None:
+        cbs.insert(0, keras.callbacks.LearningRateScheduler(lr_fn))
+    return cbs
+
+
+def merge_history(run: Path, stages: list[str]) -> pd.DataFrame:
+    """Concatenate the stages' CSV logs into one continuous history (a resumed epoch counts once)."""
+    frames = []
+    for stage in stages:
+        f = run / f"history_{stage}.csv"
+        if f.is_file() and f.stat().st_size:
+            h = pd.read_csv(f).drop_duplicates("epoch", keep="last")
+            h.insert(0, "stage", stage)
+            frames.append(h)
+    hist = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["stage", "epoch"])
+    hist.insert(0, "global_epoch", np.arange(len(hist)))
+    hist.to_csv(run / "history.csv", index=False)
+    return hist

@@ -1,0 +1,115 @@
+"""Input pipeline: decode-once cache, tf.data equals eager, augmentation, class weights."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from covidxray import cache, data
+from covidxray.config import load_config
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(10):
+        f = tmp_path / f"img{i}.png"
+        cv2.imwrite(str(f), rng.integers(0, 256, (40 + i, 48), dtype=np.uint8))
+        files.append(str(f))
+    return files
+
+
+def test_cache_matches_eager_loading_and_is_memory_mapped(images, tmp_path):
+    arr = cache.build_cache(images, 32, root=tmp_path / "c", workers=2, chunk=3)
+    assert isinstance(arr, np.memmap) and arr.shape == (10, 32, 32) and arr.dtype == np.uint8
+    for i, f in enumerate(images):
+        np.testing.assert_array_equal(arr[i], cache.load_for_model(f, 32))
+
+
+def test_cache_reused_then_rebuilt_when_sources_or_size_change(images, tmp_path):
+    root = tmp_path / "c"
+    first = cache.build_cache(images, 32, root=root)
+    again = cache.build_cache(images, 32, root=root)
+    assert again.filename == first.filename
+    assert cache.build_cache(images, 24, root=root).filename != first.filename
+    cv2.imwrite(images[3], np.full((50, 50), 7, np.uint8) + np.eye(50, dtype=np.uint8))
+    os.utime(images[3], ns=(1, 10**18))
+    rebuilt = cache.build_cache(images, 32, root=root)
+    assert rebuilt.filename != first.filename
+    np.testing.assert_array_equal(rebuilt[3], cache.load_for_model(images[3], 32))
+    assert len(list(root.iterdir())) == 3
+
+
+def test_tf_data_gives_exactly_the_eager_pixels(images, tmp_path):
+    arr = cache.build_cache(images, 32, root=tmp_path)
+    labels = np.arange(10) % 3
+    ds = data.make_dataset(arr, labels, 3, batch_size=4)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds], strict=True)
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    eager = np.stack([cache.load_for_model(f, 32) for f in images])[..., None].astype(np.float32)
+    np.testing.assert_array_equal(x, eager)
+    np.testing.assert_array_equal(y.argmax(1), labels)
+
+
+def test_model_preprocessing_same_eagerly_and_inside_tf_data(images, tmp_path):
+    """big_vision's warning: the same preprocessing eagerly and in tf.data must agree."""
+    import keras
+    import tensorflow as tf
+
+    from covidxray.models import build_model
+
+    model, _ = build_model(["a", "b", "c"], "inceptionv3", 75, "none")
+    pre = keras.Model(model.input, model.get_layer("preprocess_input").output)
+    arr = cache.build_cache(images, 75, root=tmp_path)
+    eager = pre(np.asarray(arr, np.float32)[..., None]).numpy()
+    ds = data.make_dataset(arr, None, 3, batch_size=3).map(lambda x: pre(x))
+    graph = np.concatenate([b.numpy() for b in ds])
+    np.testing.assert_allclose(graph, eager, rtol=0, atol=1e-6)
+    assert graph.min() >= -1.0 and graph.max() <= 1.0
+    np.testing.assert_allclose(eager[..., 0], eager[..., 2])
+    assert isinstance(ds, tf.data.Dataset)
+
+
+def test_shuffle_changes_order_each_epoch_but_keeps_pairs(images, tmp_path):
+    arr = cache.build_cache(images, 32, root=tmp_path)
+    labels = np.arange(10) % 3
+    ds = data.make_dataset(arr, labels, 3, batch_size=10, shuffle=True, seed=1)
+    epochs = [next(iter(ds)) for _ in range(2)]
+    means = {round(float(arr[i].mean()), 3): labels[i] for i in range(10)}
+    for x, y in epochs:
+        for img, lab in zip(x.numpy(), y.numpy(), strict=True):
+            assert means[round(float(img.mean()), 3)] == lab.argmax()
+    batches = [set(np.round(x.numpy().mean(axis=(1, 2, 3)), 3)) for x, _ in epochs]
+    assert batches[0] == batches[1]
+
+
+def test_augmentation_in_range_and_identity_at_inference(images, tmp_path):
+    aug = data.make_augmenter(load_config().augment, seed=0)
+    names = [layer.__class__.__name__ for layer in aug.layers]
+    assert "RandomFlip" not in names and {"RandomRotation", "RandomShear", "RandomContrast"} <= set(names)
+    arr = cache.build_cache(images, 32, root=tmp_path)
+    ds = data.make_dataset(arr, np.zeros(10, int), 3, batch_size=10, augmenter=aug)
+    x, _ = next(iter(ds))
+    x = x.numpy()
+    assert x.shape == (10, 32, 32, 1) and x.min() >= 0 and x.max() <= 255
+    assert not np.allclose(x[..., 0], arr)
+    np.testing.assert_allclose(aug(np.asarray(arr, np.float32)[..., None], training=False).numpy()[..., 0], arr)
+
+
+def test_class_weights_are_inverse_frequency():
+    w = data.class_weights(np.array([0, 0, 0, 1]), 3)
+    assert w == {0: pytest.approx(4 / 9), 1: pytest.approx(4 / 3), 2: 0.0}
+
+
+def test_read_splits_rejects_unknown_labels(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("path,label,split\na.png,Tuberculosis,train\n")
+    with pytest.raises(data.DataError, match=r"labels \['Tuberculosis'\] are not among"):
+        data.read_splits(f, ["COVID-19", "Normal"])
+    f.write_text("path,label,split\na.png,Normal,holdout\n")
+    with pytest.raises(data.DataError, match="unknown split names"):
+        data.read_splits(f, ["COVID-19", "Normal"])
