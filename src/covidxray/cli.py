@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -52,6 +52,18 @@ def phantoms(
                           confounder_strength=confounder_strength, workers=workers)
     counts = df["label"].value_counts().sort_index()
     _echo(f"wrote {len(df)} phantoms to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@app.command()
+def download(
+    out: Annotated[Path, typer.Argument(help="Destination folder.")],
+    archive: Annotated[Path | None, typer.Option(help="A ZIP downloaded by hand (no download).")] = None,
+) -> None:
+    """Get the Kaggle COVID-19 Radiography Database (or unpack a ZIP of it you downloaded)."""
+    from covidxray.datasets import download_kaggle
+
+    download_kaggle(out, archive)
+    _echo(f"dataset in {out}; next: covidxray index {out} -o {out}/manifest.csv")
 
 
 @app.command()
@@ -108,10 +120,10 @@ def split_cmd(
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    data: Annotated[Optional[Path], typer.Option(help="Dataset folder, manifest or splits CSV.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder to create.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="imagenet | none | auto | PATH.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue an interrupted run folder.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset folder, manifest or splits CSV.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to create.")] = None,
+    weights: Annotated[str | None, typer.Option(help="imagenet | none | auto | PATH.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
 ) -> None:
     """Train InceptionV3 (or another backbone) and write a run folder under models/."""
     from covidxray.train import train as train_fn
@@ -184,12 +196,12 @@ def explain_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("figures/explain"),
-    method: Annotated[Optional[list[str]], typer.Option(
+    method: Annotated[list[str] | None, typer.Option(
         "--method", "-m", help="activation | gradient | smoothgrad | integrated_gradients | gradcam | "
         "gradcam++ | scorecam | occlusion (repeatable; default gradcam, gradcam++, gradient, smoothgrad, "
         "integrated_gradients).")] = None,
-    manifest: Annotated[Optional[list[Path]], typer.Option(help="Manifest CSV(s) with lung/lesion masks.")] = None,
-    target: Annotated[Optional[str], typer.Option(help="Class to explain (default: the predicted one).")] = None,
+    manifest: Annotated[list[Path] | None, typer.Option(help="Manifest CSV(s) with lung/lesion masks.")] = None,
+    target: Annotated[str | None, typer.Option(help="Class to explain (default: the predicted one).")] = None,
     cmap: Annotated[str, typer.Option(help="Heat-map colour map (jet, inferno...).")] = "jet",
     alpha: Annotated[float, typer.Option(help="Heat-map opacity.")] = 0.4,
     batch_size: Annotated[int, typer.Option(help="Model inputs per pass.")] = 16,
@@ -215,11 +227,13 @@ def main() -> None:
     """Entry point: run the app and turn known errors into one clear line."""
     from covidxray.config import ConfigError
     from covidxray.data import DataError
+    from covidxray.datasets import DownloadError
     from covidxray.errors import WeightsError
     from covidxray.imageio import ImageReadError
     from covidxray.runinfo import RunError
 
-    known = (ConfigError, DataError, ImageReadError, RunError, WeightsError, FileNotFoundError, FileExistsError)
+    known = (ConfigError, DataError, DownloadError, ImageReadError, RunError, WeightsError,
+             FileNotFoundError, FileExistsError)
     try:
         app()
     except known as err:

@@ -138,11 +138,13 @@ def make_dataset(
     shuffle: bool = False,
     augmenter=None,
     seed: int = 0,
+    drop_remainder: bool | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(float32 images (B,S,S,1) in 0-255, one-hot labels)``.
 
     Shuffling permutes indices (exact, bounded memory); each batch is one sorted gather from the
-    memory map; augmentation runs on whole batches in parallel; batches are prefetched.
+    memory map; augmentation runs on whole batches in parallel; batches are prefetched. A shuffled
+    (training) dataset drops its last partial batch.
 
     Args:
         images: ``(N, S, S)`` uint8 array or memory map.
@@ -152,6 +154,7 @@ def make_dataset(
         shuffle: Reshuffle every epoch.
         augmenter: Keras layers applied with ``training=True`` (None: no augmentation).
         seed: Shuffle seed.
+        drop_remainder: Drop the last partial batch (default: when shuffling and ``n >= batch_size``).
 
     Returns:
         The dataset.
@@ -174,7 +177,12 @@ def make_dataset(
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    # training drops the last partial batch: under a distribution strategy it could leave a replica
+    # with no examples, and tiny batches give noisy BatchNorm statistics
+    if drop_remainder is None:
+        drop_remainder = shuffle and n >= batch_size
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if augmenter is not None and augmenter.layers:
         ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y),
                     num_parallel_calls=tf.data.AUTOTUNE)

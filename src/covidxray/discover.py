@@ -239,8 +239,15 @@ def _detect_layout(root: Path, classes: Sequence[str]) -> tuple[str, Path | None
             raise ValueError(f"{manifest}: cannot read manifest: {err}") from None
         if "label" in header:
             return "csv-manifest", manifest
-    tops = [d for d in sorted(root.iterdir()) if d.is_dir() and canonical_label(d.name, classes)]
-    if any(_norm(s.name) in IMAGE_DIRS for d in tops for s in d.iterdir() if s.is_dir()):
+    def class_dirs(folder: Path) -> list[Path]:
+        return [d for d in sorted(folder.iterdir()) if d.is_dir() and canonical_label(d.name, classes)]
+
+    def is_v4(folder: Path) -> bool:  # <class>/images beside <class>/masks
+        return any(_norm(s.name) in IMAGE_DIRS for d in class_dirs(folder) for s in d.iterdir() if s.is_dir())
+
+    tops = class_dirs(root)
+    # the Kaggle ZIP wraps the v4 tree in one folder (COVID-19_Radiography_Dataset/)
+    if is_v4(root) or (not tops and any(is_v4(d) for d in root.iterdir() if d.is_dir())):
         return "radiography-v4", None
     return ("class-folders" if tops else "nested-class-folders"), None
 

@@ -165,6 +165,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
     if len(quarantine):
         quarantine.to_csv(out / "quarantine.csv", index=False)
         log(f"{len(quarantine)} file(s) quarantined and not evaluated: see {out / 'quarantine.csv'}")
+    else:
+        (out / "quarantine.csv").unlink(missing_ok=True)  # from an earlier evaluation of this name
     table = chosen["table"].reset_index(drop=True)
     log(f"evaluating {len(table)} images of {chosen['dataset']} (split: {chosen['split']})")
     images = cached_images(list(table["path"]), meta["image_size"], cfg.data.workers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +40,12 @@ def _compile(model, lr: float, cfg: Config) -> None:
     )
 
 
-def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, state, log):
+def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, log):
     from covidxray.training_utils import stage_callbacks
 
-    log(f"stage '{stage}': {epochs} epochs, lr {lr_fn(0):.2e} (cosine)")
-    callbacks = stage_callbacks(run, stage, cfg, lr_fn, state["wall_s"])
+    budget = f"{cfg.train.max_minutes:g} min" if cfg.train.schedule == "time" else f"{epochs} epochs"
+    log(f"stage '{stage}': up to {epochs} epochs, lr {lr_fn(cfg.train.warmup_epochs):.2e}, cosine over {budget}")
+    callbacks = stage_callbacks(run, stage, cfg, lr_fn)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
               callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     best = run / f"best_{stage}.weights.h5"
@@ -110,7 +111,7 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
     import keras
 
     from covidxray import models
-    from covidxray.training_utils import cosine_schedule, get_strategy, merge_history, set_seed
+    from covidxray.training_utils import cosine_schedule, elapsed_s, get_strategy, merge_history, set_seed
 
     if resume:
         run = Path(resume)
@@ -142,7 +143,10 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
     aug = data.make_augmenter(cfg.augment, cfg.seed)
     train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed)
-    val_ds = data.make_dataset(images["val"], labels["val"], len(classes), batch)
+    # under several replicas a last partial batch can leave a replica empty, which breaks BatchNorm;
+    # the monitored validation metric then skips < batch images (evaluate always scores every image)
+    val_ds = data.make_dataset(images["val"], labels["val"], len(classes), batch,
+                               drop_remainder=replicas > 1 and len(images["val"]) >= batch)
     with strategy.scope():
         model, source = models.build_model(classes, m.backbone, m.image_size, m.weights, m.head_units,
                                            m.head_dropout, m.bn_momentum)
@@ -155,7 +159,7 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
         "counts": splits.groupby(["split", "label"]).size().unstack(fill_value=0).to_dict(),
         "class_weights": cw, "strategy": t.strategy, "replicas": replicas, "global_batch_size": batch,
         "git_sha": runinfo.git_sha(), "packages": runinfo.package_versions(),
-        "started": datetime.now(timezone.utc).isoformat(),
+        "started": datetime.now(UTC).isoformat(),
     }
     runinfo.write_json(run / "run.json", meta)
     pretrained = not source.startswith("none")
@@ -177,17 +181,19 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
                 lr = (t.stage2_lr if stage == "stage2" else t.lr) * scale
                 _compile(model, lr, cfg)  # recompile after changing `trainable`
                 _fit(model, stage, run, cfg, train_ds, val_ds, epochs,
-                     cosine_schedule(lr, epochs, t.warmup_epochs), cw, state, log)
+                     cosine_schedule(lr, epochs, t.warmup_epochs), cw, log)
         model.save_weights(run / f"{stage}.weights.h5")
         state["stages_done"].append(stage)
-        state["wall_s"] += time.monotonic() - t0
+        # a fitted stage's time includes the part before an interruption (elapsed_<stage>.txt)
+        state.setdefault("stage_s", {})[stage] = round(elapsed_s(run, stage) or time.monotonic() - t0, 1)
+        state["wall_s"] = sum(state["stage_s"].values())
         t0 = time.monotonic()
         runinfo.write_json(run / "state.json", state)
     hist = merge_history(run, stages)
     model.save(run / "model.keras")
     model.export(str(run / "saved_model"), verbose=False)
-    meta.update(status="finished", wall_s=round(state["wall_s"], 1), stages=stages,
-                epochs_run=int(len(hist)), finished=datetime.now(timezone.utc).isoformat())
+    meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
+                epochs_run=int(len(hist)), finished=datetime.now(UTC).isoformat())
     runinfo.write_json(run / "run.json", meta)
     log(f"run folder: {run}")
     return run

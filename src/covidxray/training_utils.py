@@ -55,6 +55,34 @@ def cosine_schedule(base_lr: float, epochs: int, warmup: int = 0, floor: float =
     return lr
 
 
+class TimeBudgetCosine(keras.callbacks.Callback):
+    """Cosine learning rate over a wall-time budget instead of an epoch count.
+
+    The rate is a function of the fraction of ``minutes`` used (counted across resumes), set before
+    every batch, so annealing completes by the deadline however fast or busy the machine is
+    (budgeted training, Li et al. ICLR 2020). Pair it with :class:`TimeLimit`.
+    """
+
+    def __init__(self, base_lr: float, minutes: float, already_s: float = 0.0, warmup: float = 0.03,
+                 floor: float = 0.02):
+        super().__init__()
+        self.base_lr, self.budget, self.warmup, self.floor = base_lr, minutes * 60, warmup, floor
+        self.start = time.monotonic() - already_s
+
+    def rate(self, frac: float) -> float:
+        if frac < self.warmup:
+            return self.base_lr * max(frac / self.warmup, 0.05)
+        t = min(1.0, (frac - self.warmup) / (1 - self.warmup))
+        return float(self.base_lr * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self.rate((time.monotonic() - self.start) / self.budget)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class TimeLimit(keras.callbacks.Callback):
     """Stop training once ``minutes`` of wall time (counted across resumes) have passed."""
 
@@ -69,6 +97,23 @@ class TimeLimit(keras.callbacks.Callback):
             self.stopped = True
 
 
+class ElapsedLog(keras.callbacks.Callback):
+    """Record the stage's wall time after every epoch, so a resumed run keeps its time budget."""
+
+    def __init__(self, path: Path, already_s: float = 0.0):
+        super().__init__()
+        self.path, self.start = path, time.monotonic() - already_s
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.path.write_text(f"{time.monotonic() - self.start:.1f}\n")
+
+
+def elapsed_s(run: Path, stage: str) -> float:
+    """Wall seconds a stage had used when it was last interrupted (0 for a new stage)."""
+    f = run / f"elapsed_{stage}.txt"
+    return float(f.read_text()) if f.is_file() else 0.0
+
+
 def best_so_far(history_csv: Path, monitor: str) -> float | None:
     """Best monitored value already logged (so a resumed run's checkpoint keeps the true best)."""
     if not history_csv.is_file() or history_csv.stat().st_size == 0:
@@ -80,9 +125,10 @@ def best_so_far(history_csv: Path, monitor: str) -> float | None:
     return float(np.nanmin(vals) if "loss" in monitor else np.nanmax(vals))
 
 
-def stage_callbacks(run: Path, stage: str, cfg, lr_fn=None, elapsed_s: float = 0.0) -> list:
+def stage_callbacks(run: Path, stage: str, cfg, lr_fn=None) -> list:
     """Callbacks of one stage: backup for resume, best-weights checkpoint, early stopping, logs."""
     t = cfg["train"]
+    already = elapsed_s(run, stage)
     monitor = t["monitor"]
     mode = "min" if "loss" in monitor else "max"
     history = run / f"history_{stage}.csv"
@@ -93,10 +139,15 @@ def stage_callbacks(run: Path, stage: str, cfg, lr_fn=None, elapsed_s: float = 0
             save_weights_only=True, initial_value_threshold=best_so_far(history, monitor)),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t["patience"]),
         keras.callbacks.TensorBoard(str(run / "tensorboard" / stage), histogram_freq=0),
-        TimeLimit(t["max_minutes"], elapsed_s),
+        TimeLimit(t["max_minutes"], already),
+        ElapsedLog(run / f"elapsed_{stage}.txt", already),
         keras.callbacks.BackupAndRestore(str(run / "backup" / stage)),
     ]
-    if lr_fn is not None:
+    if t["schedule"] == "time":
+        if t["max_minutes"] <= 0:
+            raise ValueError("train.schedule=time needs train.max_minutes > 0 (the budget it anneals over)")
+        cbs.insert(0, TimeBudgetCosine(lr_fn(t["warmup_epochs"]), t["max_minutes"], already))
+    elif lr_fn is not None:
         cbs.insert(0, keras.callbacks.LearningRateScheduler(lr_fn))
     return cbs
 
