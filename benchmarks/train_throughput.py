@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from covidxray import cache, data, models, paths, runinfo  # noqa: E402
+from covidxray import augment, cache, data, models, paths, runinfo  # noqa: E402
 from covidxray.config import load_config  # noqa: E402
 from covidxray.discover import discover  # noqa: E402
 
@@ -75,7 +75,7 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     cache_root = Path(tempfile.mkdtemp())
     out["cache_build_s"] = timed(lambda: cache.build_cache(files, size, cache_root, workers=2))
     images = cache.build_cache(files, size, cache_root)
-    aug = data.make_augmenter(cfg.augment, 0)
+    aug = augment.make_augmenter(cfg.augment, 0)
     ds = data.make_dataset(images, labels, k, batch, shuffle=True, augmenter=aug)
     for _ in ds.take(2):
         pass  # warm-up: trace the augmentation graph

@@ -237,7 +237,7 @@ def test_hashes_computed_from_real_pngs(tmp_path):
                  {"path": str(tmp_path / f"{label}/bright.png"), "label": label, "patient_id": ""}]
     df = pd.DataFrame(rows)
     out = S.make_splits(df, val=0.2, test=0.2, root=tmp_path)
-    assert out["phash"].str.fullmatch("[0-9a-f]{16}").all() and out["sha1"].str.len().eq(40).all()
+    assert out["phash"].str.fullmatch("[0-9a-f]{64}").all() and out["sha1"].str.len().eq(40).all()
     for label in CLASSES:
         family = out[out["path"].str.contains(f"{label}/(?:3|copy|bright)")]
         assert family["group"].nunique() == 1 and family["split"].nunique() == 1
@@ -262,8 +262,10 @@ def test_cxr_dev_split_is_leak_free(capsys):
         assert summary.loc[["train", "val", "test"], label].tolist() == [420, 90, 90]
     assert summary.loc["total", "patients"] == 581
     stats = S.duplicate_stats(out)
-    assert stats["exact_groups"] == 0 and stats["near_groups"] == 0  # closest distinct pairs: 6 bits
-    assert len(S.near_duplicate_pairs(out["phash"], 6)) == 72
+    assert stats["exact_groups"] == 0 and stats["near_groups"] == 0
+    # 256-bit phash: no distinct pair within 40 bits, far above the threshold of 16
+    assert len(S.near_duplicate_pairs(out["phash"], 40)) == 0
+    assert len(S.near_duplicate_pairs(out["phash"], 48)) == 1
     text = S.format_summary(summary, report, stats)
     assert "exact groups 0, near groups 0" in text
     with capsys.disabled():

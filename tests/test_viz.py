@@ -192,7 +192,7 @@ def test_augment_descriptions():
 
 
 def test_augmentation_figures(manifest, tmp_path):
-    from covidxray.data import make_augmenter
+    from covidxray.augment import make_augmenter
 
     aug = load_config().augment
     rows = viz.pick_examples(manifest, 1, seed=0)
@@ -212,7 +212,8 @@ def test_augmentation_figures(manifest, tmp_path):
     kept = viz.augmentation_detail(images, aug, n_aug=2, seed=0)
     assert list(kept.index) == list(viz.single_layer_configs(aug))
     geometric = kept[["rotation", "translation", "zoom", "shear"]]
-    assert (geometric < 0.95).all() and kept["full pipeline"] < geometric.min()  # resampling blurs, and compounds
+    # each resample blurs; composed into one affine warp, the full pipeline does not compound it
+    assert (geometric < 0.95).all() and kept["full pipeline"] >= 0.9 * geometric.mean()
     flip = viz.flip_figure(images[0])
     assert np.array_equal(flip.axes[1].images[0].get_array(), images[0][:, ::-1])
 

@@ -98,7 +98,8 @@ def split_cmd(
     val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction.")] = 0.15,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
-    near_dup_threshold: Annotated[int, typer.Option(help="phash Hamming distance.")] = 4,
+    near_dup_threshold: Annotated[int | None, typer.Option(
+        help="Largest phash distance of near-duplicates (default: 1/16 of the bits, 16 of 256).")] = None,
 ) -> None:
     """Stratified train/val/test split that keeps patients and duplicate groups together."""
     import pandas as pd
@@ -205,14 +206,18 @@ def explain_cmd(
     cmap: Annotated[str, typer.Option(help="Heat-map colour map (jet, inferno...).")] = "jet",
     alpha: Annotated[float, typer.Option(help="Heat-map opacity.")] = 0.4,
     batch_size: Annotated[int, typer.Option(help="Model inputs per pass.")] = 16,
+    layer: Annotated[str | None, typer.Option(help="CAM layer (default: the run config's explain.cam_layer, "
+                                              "else the backbone's last conv layer).")] = None,
 ) -> None:
     """Heat-map overlays per image and method, a gallery and explain.csv (with localisation scores
     where lung/lesion masks are known)."""
+    from covidxray.interpret import cam_layer
     from covidxray.overlays import DEFAULT_METHODS, explain_files
 
     try:
         report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
-                               target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo)
+                               target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo,
+                               layer=cam_layer(run, layer))
     except ValueError as err:
         _echo(f"error: {err}")
         raise typer.Exit(2) from None
@@ -222,6 +227,80 @@ def explain_cmd(
         for reason in report.skipped:
             _echo(f"  {reason}")
         raise typer.Exit(1)
+
+
+@app.command("interpret")
+def interpret_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    split: Annotated[str, typer.Option(help="Split of the run's splits.csv.")] = "test",
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", "-m", help="Method to check (repeatable; default: explain.methods, all eight).")] = None,
+    layer: Annotated[str | None, typer.Option(help="CAM layer (default: the run config's explain.cam_layer, "
+                                              "else the backbone's last conv layer).")] = None,
+    n_per_class: Annotated[int | None, typer.Option(help="Images per class (default: explain.n_per_class).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder (default RUN/interpret/SPLIT).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Can the explanations be trusted? Localisation (energy in lungs / lesion, pointing game),
+    faithfulness (deletion / insertion AUC), sanity (cascading randomisation) and cost per method,
+    on the run's split images with lung and lesion masks; interpret.json and figures."""
+    from covidxray.interpret import format_table, report
+
+    try:
+        rep = report(run, split, method or None, n_per_class, layer, output, set_ or (), log=_echo)
+    except ValueError as err:
+        _echo(f"error: {err}")
+        raise typer.Exit(2) from None
+    _echo(format_table(rep))
+    _echo(f"results: {Path(rep['figures']['gallery']).parent}")
+
+
+@app.command("robustness")
+def robustness_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    data: Annotated[Path | None, typer.Option(help="Other dataset: folder, manifest or splits CSV.")] = None,
+    split: Annotated[str, typer.Option(help="Split of the run's (or --data's) splits file.")] = "test",
+    tta: Annotated[bool, typer.Option(help="Also sweep with test-time augmentation and report its effect.")] = False,
+    corruption: Annotated[list[str] | None, typer.Option(
+        "--corruption", help="Corruption to run (repeatable; default all eight).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/robustness).")] = None,
+) -> None:
+    """Accuracy, macro-AUC and COVID-19 sensitivity under 8 corruptions x 5 severities (robustness.json, plots)."""
+    from covidxray.robustness import format_summary, sweep
+
+    try:
+        report = sweep(run, data=data, split=split, corruptions=corruption, tta=tta, out=out, log=_echo)
+    except ValueError as err:
+        _echo(f"error: {err}")
+        raise typer.Exit(2) from None
+    _echo(format_summary(report))
+    _echo(f"results: {out or run / 'robustness'}")
+
+
+@app.command("shortcut")
+def shortcut_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default models/shortcut, or RUN/shortcut).")] = None,
+    run: Annotated[Path | None, typer.Option(help="Probe this trained run on real data instead of phantoms.")] = None,
+    data: Annotated[Path | None, typer.Option(help="With --run: another dataset to probe on.")] = None,
+    split: Annotated[str, typer.Option(help="With --run: split to probe.")] = "test",
+) -> None:
+    """Shortcut probes. Default: train a marker-confounded and a clean model on phantoms (--config shortcut)
+    and compare them on decorrelated phantoms. With --run: attribution outside the lungs and per-source
+    metrics of a trained run."""
+    if run is not None:
+        from covidxray.probes import format_probe, probe_run
+
+        _echo(format_probe(probe_run(run, data=data, split=split, out=out, log=_echo)))
+        _echo(f"results: {out or run / 'shortcut'}")
+        return
+    from covidxray.shortcut import format_report, run_probe
+
+    report = run_probe(_cfg(config, set_), out=out, log=_echo)
+    _echo(format_report(report))
+    _echo(f"results: {out or 'models/shortcut'}")
+
 
 def main() -> None:
     """Entry point: run the app and turn known errors into one clear line."""

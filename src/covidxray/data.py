@@ -98,38 +98,6 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {k: float(len(labels) / (n_classes * c)) if c else 0.0 for k, c in enumerate(counts)}
 
 
-def make_augmenter(aug: Mapping, seed: int):
-    """Keras preprocessing layers for training batches of raw 0-255 images.
-
-    Args:
-        aug: The ``augment`` config section.
-        seed: Base seed; each layer gets its own.
-
-    Returns:
-        A ``keras.Sequential`` (empty when every factor is 0).
-    """
-    import keras
-
-    L = keras.layers
-    layers = []
-    fill = dict(fill_mode="constant", fill_value=0.0)
-    if aug["rotation"]:
-        layers.append(L.RandomRotation(aug["rotation"] / 360.0, seed=seed + 1, **fill))
-    if aug["translation"]:
-        layers.append(L.RandomTranslation(aug["translation"], aug["translation"], seed=seed + 2, **fill))
-    if aug["zoom"]:
-        layers.append(L.RandomZoom(aug["zoom"], seed=seed + 3, **fill))
-    if aug["shear"]:
-        layers.append(L.RandomShear(aug["shear"], aug["shear"], seed=seed + 4, **fill))
-    if aug["contrast"]:
-        layers.append(L.RandomContrast(aug["contrast"], value_range=(0, 255), seed=seed + 5))
-    if aug["brightness"]:
-        layers.append(L.RandomBrightness(aug["brightness"], value_range=(0, 255), seed=seed + 6))
-    if aug["horizontal_flip"]:
-        layers.append(L.RandomFlip("horizontal", seed=seed + 7))
-    return keras.Sequential(layers, name="augment")
-
-
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray | None,
@@ -204,7 +172,7 @@ def resolve_dataset(cfg: Mapping, dataset: str | Path | None = None, log=print) 
     """
     from covidxray import paths
 
-    p = paths.resolve(dataset or cfg["data"]["dataset"])
+    p = paths.resolve(dataset) if dataset else paths.from_config(cfg["data"]["dataset"])
     if p.exists():
         return p
     if p == paths.PHANTOMS.resolve():

@@ -169,7 +169,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
         (out / "quarantine.csv").unlink(missing_ok=True)  # from an earlier evaluation of this name
     table = chosen["table"].reset_index(drop=True)
     log(f"evaluating {len(table)} images of {chosen['dataset']} (split: {chosen['split']})")
-    images = cached_images(list(table["path"]), meta["image_size"], cfg.data.workers)
+    images = cached_images(list(table["path"]), meta["image_size"], cfg)
     raw = model_probs(model, images, cfg.train.batch_size)
     probs = apply_temperature(raw, cal.temperature, from_probs=True)
     y = np.array([classes.index(c) for c in table["label"]])

@@ -190,7 +190,7 @@ class ExplainReport:
 def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: str | Path,
                   methods: Sequence[str] = DEFAULT_METHODS, manifests: Sequence[str | Path] = (),
                   target: str | None = None, cmap: str = "jet", alpha: float = 0.4, batch_size: int = 16,
-                  log: Callable[[str], None] = lambda _: None) -> ExplainReport:
+                  log: Callable[[str], None] = lambda _: None, layer: str | None = None) -> ExplainReport:
     """Explain image files with a run's model: overlays per image and method, a gallery, a CSV.
 
     Args:
@@ -205,6 +205,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
         alpha: Heat-map opacity.
         batch_size: Model inputs per pass.
         log: Progress callback.
+        layer: CAM layer (default run.json's ``last_conv_layer``).
 
     Returns:
         :class:`ExplainReport`; the CSV has localisation columns where masks are known.
@@ -241,7 +242,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
     lesions = [_mask(i.get("lesion_mask", ""), size) for i in info]
     probs = class_scores(model, x, "prob", batch_size)
     tgt = None if target is None else classes.index(target)
-    layer = meta.get("last_conv_layer") or default_layer(model)
+    layer = layer or meta.get("last_conv_layer") or default_layer(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stems = [f.stem if [g.stem for g in kept].count(f.stem) == 1 else f"{f.parent.name}_{f.stem}" for f in kept]

@@ -1,9 +1,9 @@
 """Every path the project uses, in one place.
 
 The repository root is found from this file (editable install) or from ``COVIDXRAY_HOME``.
-Relative paths in configs and on the command line are resolved against the current directory
-first and the repository root second, so ``make`` targets and notebooks (which run in
-``notebooks/``) see the same files.
+Relative paths inside config files are relative to the repository root (:func:`from_config`), so
+``make`` targets and notebooks (which run in ``notebooks/``) see the same files. Paths given on
+the command line are resolved against the current directory first (:func:`resolve`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ def resolve(path: str | Path) -> Path:
     if p.exists() or not (ROOT / p).exists():
         return p.resolve()
     return (ROOT / p).resolve()
+
+
+def from_config(path: str | Path) -> Path:
+    """Resolve a path written in a config file: relative paths are relative to the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (ROOT / p).resolve()
 
 
 def shared_cxr_dev() -> Path | None:

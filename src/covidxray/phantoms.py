@@ -209,6 +209,8 @@ def make_phantom(rng: np.random.Generator, label: str, size: int = 256, difficul
     _check_label(label)
     _check_size_difficulty(size, difficulty)
     params = sample_anatomy(rng)
+    # patient positioning: scale, shift and tilt vary between films as much as anatomy does
+    params.update(zoom=rng.uniform(0.88, 1.12), shift_x=rng.uniform(-0.07, 0.07), shift_y=rng.uniform(-0.06, 0.06))
     anat = render_anatomy(params, size, rng)
     lung = anat.lungs[0] | anat.lungs[1]
     density, lesion, n_lesions = anat.density, np.zeros_like(lung), 0
@@ -218,13 +220,18 @@ def make_phantom(rng: np.random.Generator, label: str, size: int = 256, difficul
         inner = np.clip(2 * cv2.GaussianBlur(lung.astype(np.float32), (0, 0), 0.008 * size) - 1, 0, 1)
         density = density + (_BASE_AMPLITUDE[label] / difficulty) * layer * inner
 
-    rot = cv2.getRotationMatrix2D((size / 2, size / 2), params["rotation"], 1.0)
+    rot = cv2.getRotationMatrix2D((size / 2, size / 2), params["rotation"], params["zoom"])
+    rot[:, 2] += (params["shift_x"] * size, params["shift_y"] * size)
     density = cv2.warpAffine(density, rot, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     masks = cv2.warpAffine(lung.astype(np.uint8) + lesion.astype(np.uint8), rot, (size, size),
                            flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     acq = {"exposure": rng.uniform(0.92, 1.08), "offset": rng.uniform(-0.04, 0.04),
-           "gamma": rng.uniform(0.8, 1.25), "blur": rng.uniform(0.3, 0.8), "noise": rng.uniform(0.008, 0.025)}
-    img = np.clip(density * acq["exposure"] + acq["offset"], 0, 1) ** acq["gamma"]
+           "gamma": rng.uniform(0.8, 1.25), "blur": rng.uniform(0.3, 0.8), "noise": rng.uniform(0.008, 0.025),
+           "heel": rng.uniform(-0.08, 0.08), "heel_angle": rng.uniform(0, 2 * np.pi)}
+    # anode heel effect: exposure falls off smoothly across the film, in a random direction
+    ramp = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    heel = acq["heel"] * (np.cos(acq["heel_angle"]) * ramp[None, :] + np.sin(acq["heel_angle"]) * ramp[:, None])
+    img = np.clip(density * (acq["exposure"] + heel) + acq["offset"], 0, 1) ** acq["gamma"]
     img = cv2.GaussianBlur(img, (0, 0), acq["blur"] * size / 256)
     img += acq["noise"] * rng.standard_normal(img.shape, dtype=np.float32)
     image = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)

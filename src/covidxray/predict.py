@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidxray import cache, data, runinfo
+from covidxray import cache, data, paths, runinfo
 from covidxray.calibration import (
     Calibration,
     apply_temperature,
@@ -61,8 +61,9 @@ def model_probs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def cached_images(files: Sequence[str], size: int, workers: int = 1) -> np.ndarray:
-    """Decode-once cache of the files at model size (see :func:`covidxray.cache.build_cache`).
+def cached_images(files: Sequence[str], size: int, cfg: Config) -> np.ndarray:
+    """Decode-once cache of the files at model size, in the config's ``data.cache_dir``
+    (see :func:`covidxray.cache.build_cache`).
 
     Raises:
         DataError: Naming files that no longer exist.
@@ -71,7 +72,7 @@ def cached_images(files: Sequence[str], size: int, workers: int = 1) -> np.ndarr
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise data.DataError(f"{len(missing)} image(s) listed for this run no longer exist: {shown}")
-    return cache.build_cache(list(files), size, workers=workers)
+    return cache.build_cache(list(files), size, paths.from_config(cfg.data.cache_dir), cfg.data.workers)
 
 
 def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
@@ -99,7 +100,7 @@ def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
     if val.empty:
         raise runinfo.RunError(f"{splits_csv}: no validation images to calibrate on")
     y = np.array([classes.index(c) for c in val["label"]])
-    raw = model_probs(model, cached_images(list(val["path"]), meta["image_size"], cfg.data.workers),
+    raw = model_probs(model, cached_images(list(val["path"]), meta["image_size"], cfg),
                       cfg.train.batch_size)
     temperature = fit_temperature(raw, y, from_probs=True)
     probs = apply_temperature(raw, temperature, from_probs=True)

@@ -139,7 +139,7 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     cal = ensure_calibration(run, model, meta, cfg, log)
     t0 = time.monotonic()
     table = chosen["table"].reset_index(drop=True)
-    images = cached_images(list(table["path"]), meta["image_size"], cfg.data.workers)
+    images = cached_images(list(table["path"]), meta["image_size"], cfg)
     y = np.array([classes.index(c) for c in table["label"]])
     seed, n_boot = int(meta.get("seed", cfg.seed)), int(rc.n_boot if n_boot is None else n_boot)
     positive = cal.positive_class
@@ -177,6 +177,22 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     report["figures"] = _write(report, images, Path(out) if out else run / "robustness")
     log(f"sweep done in {report['seconds']:.0f} s")
     return report
+
+
+def format_summary(report: dict) -> str:
+    """Text table of the mean-corruption summary (and the TTA effect) of a :func:`sweep` report."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = [f"{report['dataset']} (split {report['split']}), n={report['n']}, {len(report['corruptions'])} corruptions"
+             f" x severities {sorted({int(s) for p in report['results'].values() for s in p} - {0})}, "
+             f"{report['seconds']:.0f} s", f"{'metric':<44} {'clean':>7} {'mean corr.':>10} {'drop':>7}"
+             + ("  TTA effect" if report["tta"] else "")]
+    for m, label in report["metrics"].items():
+        o = report["summary"]["overall"][m]
+        tta = f"  {f(report['tta']['effect'][m]):>10}" if report["tta"] else ""
+        lines.append(f"{label:<44} {f(o['clean']):>7} {f(o['mean_corrupted']):>10} {f(o['drop']):>7}{tta}")
+    return "\n".join(lines)
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

@@ -3,7 +3,8 @@
 Images are grouped so that no patient and no duplicate ever spans two splits:
 
 * exact duplicates share the decoded-content hash (manifest column ``sha1``);
-* near-duplicates have perceptual hashes (column ``phash``, 16 hex digits from ``imagehash.phash``)
+* near-duplicates have perceptual hashes (column ``phash``, hex from ``imagehash.phash``; 256-bit
+  by default, see :func:`covidxray.imageio.image_hash`; all rows must have the same length)
   within ``near_dup_threshold`` bits (Hamming distance);
 * images with one non-empty ``patient_id`` belong together.
 
@@ -70,35 +71,45 @@ def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None) -> pd.DataFr
             sha1, phash = image_hash(read_image(file))
             df.at[i, "sha1"] = df.at[i, "sha1"] or sha1
             df.at[i, "phash"] = df.at[i, "phash"] or phash
-    bad = ~df["phash"].str.fullmatch(r"[0-9a-f]{16}")
+    width = df["phash"].str.len().mode().iat[0] if len(df) else 64
+    bad = ~df["phash"].str.fullmatch(r"[0-9a-f]+") | (df["phash"].str.len() != width) | (width % 16 != 0)
     if bad.any():
         i = df.index[bad][0]
         raise ValueError(f"row {i} ({df.at[i, 'path'] if 'path' in df else '?'}): phash {df.at[i, 'phash']!r} "
-                         f"is not 16 hex digits (64-bit imagehash.phash); {int(bad.sum())} bad rows")
+                         f"is not {width} hex digits like the other rows (imagehash.phash); {int(bad.sum())} bad rows")
     return df
 
 
-def near_duplicate_pairs(phash: pd.Series | list[str], threshold: int, chunk: int = 1 << 18) -> np.ndarray:
-    """All pairs of distinct rows whose 64-bit perceptual hashes differ in at most ``threshold`` bits.
+def default_threshold(bits: int) -> int:
+    """Near-duplicate distance used when none is given: 1/16 of the hash bits (16 of 256, 4 of 64)."""
+    return bits // 16
 
-    Vectorized: hashes become uint64, and blocks of rows are XORed against all later rows and
-    counted with ``np.bitwise_count``, so memory stays near ``chunk`` elements.
+
+def near_duplicate_pairs(phash: pd.Series | list[str], threshold: int, chunk: int = 1 << 18) -> np.ndarray:
+    """All pairs of distinct rows whose perceptual hashes differ in at most ``threshold`` bits.
+
+    Vectorized: each hash becomes a row of uint64 words, and blocks of rows are XORed against all
+    later rows and counted with ``np.bitwise_count``, so memory stays near ``chunk`` elements.
 
     Args:
-        phash: 16-digit hex strings.
+        phash: Hex strings of one length, a multiple of 16 digits (64 bits).
         threshold: Largest Hamming distance counted as a near duplicate.
         chunk: Approximate number of pair distances computed at once.
 
     Returns:
         int array of shape (k, 2) with row positions ``i < j``.
     """
-    h = np.array([int(s, 16) for s in phash], dtype=np.uint64)
+    hexes = list(phash)
+    words = len(hexes[0]) // 16 if hexes else 1
+    h = np.array([[int(x[k : k + 16], 16) for k in range(0, 16 * words, 16)] for x in hexes],
+                 dtype=np.uint64).reshape(len(hexes), words)
     n = len(h)
     found = []
-    rows = max(1, chunk // max(n, 1))
+    rows = max(1, chunk // max(n * words, 1))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        i, j = np.nonzero(np.bitwise_count(h[start:stop, None] ^ h[None, start:]) <= threshold)
+        dist = np.bitwise_count(h[start:stop, None, :] ^ h[None, start:, :]).sum(axis=-1, dtype=np.int32)
+        i, j = np.nonzero(dist <= threshold)
         i += start
         j += start
         keep = i < j
@@ -122,30 +133,34 @@ def _components(n: int, pairs: list[np.ndarray]) -> np.ndarray:
     return pd.factorize(labels)[0]  # ids in order of first row, so they follow the row order
 
 
-def duplicate_groups(manifest: pd.DataFrame, near_dup_threshold: int = 4, root: str | Path | None = None) -> pd.Series:
+def duplicate_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> pd.Series:
     """Group exact duplicates (same ``sha1``) and near duplicates (``phash`` within the threshold).
 
     Args:
         manifest: Table with ``sha1`` and ``phash`` (or ``path`` to compute them).
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate.
+        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
+            (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
 
     Returns:
         Integer group id per row (index of ``manifest``); singletons get their own id.
     """
-    if not 0 <= near_dup_threshold < 64:
-        raise ValueError(f"near_dup_threshold must be in [0, 64) bits, got {near_dup_threshold}")
     df = _ensure_hashes(manifest, root)
+    bits = 4 * (len(df["phash"].iat[0]) if len(df) else 64)
+    near_dup_threshold = default_threshold(bits) if near_dup_threshold is None else near_dup_threshold
+    if not 0 <= near_dup_threshold < bits:
+        raise ValueError(f"near_dup_threshold must be in [0, {bits}) bits, got {near_dup_threshold}")
     pairs = [_key_pairs(df["sha1"]), near_duplicate_pairs(df["phash"], near_dup_threshold)]
     return pd.Series(_components(len(df), pairs), index=manifest.index, name="dup_group")
 
 
-def duplicate_stats(manifest: pd.DataFrame, near_dup_threshold: int = 4, root: str | Path | None = None) -> dict:
+def duplicate_stats(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> dict:
     """Count duplicate groups in a manifest.
 
     Args:
         manifest: Table with ``sha1``/``phash`` (or ``path``) and optionally ``patient_id``.
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate.
+        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
+            (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
 
     Returns:
@@ -164,12 +179,13 @@ def duplicate_stats(manifest: pd.DataFrame, near_dup_threshold: int = 4, root: s
     }
 
 
-def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int = 4, root: str | Path | None = None) -> pd.Series:
+def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> pd.Series:
     """Final grouping key: union of shared non-empty ``patient_id`` and duplicate groups.
 
     Args:
         manifest: Table with ``sha1``/``phash`` (or ``path``) and optionally ``patient_id``.
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate.
+        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
+            (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
 
     Returns:
@@ -219,7 +235,7 @@ def _greedy_assign(counts: np.ndarray, fractions: np.ndarray, seed: int) -> np.n
 
 
 def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, seed: int = 0,
-                near_dup_threshold: int = 4, root: str | Path | None = None,
+                near_dup_threshold: int | None = None, root: str | Path | None = None,
                 allow_empty: bool = False) -> pd.DataFrame:
     """Stratified train/val/test split that keeps every patient and duplicate group in one split.
 
@@ -234,7 +250,8 @@ def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, s
         val: Fraction for validation, in [0, 1).
         test: Fraction for test, in [0, 1); ``val + test < 1``.
         seed: Random seed; one seed gives one split.
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate.
+        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
+            (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
         allow_empty: Allow a split with a positive fraction to get no image of some class
             (tiny data sets); otherwise that is a ValueError naming the class.
@@ -298,7 +315,7 @@ def _spanning(df: pd.DataFrame, key: pd.Series) -> pd.Series:
     return per_key[per_key.map(len) > 1]
 
 
-def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int = 4,
+def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int | None = None,
                   root: str | Path | None = None) -> LeakageReport:
     """Check a split table for patients and duplicates shared between splits.
 
@@ -306,7 +323,8 @@ def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int = 4
 
     Args:
         splits: DataFrame or CSV path with a ``split`` column (paths relative to the CSV's folder).
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate.
+        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
+            (None: :func:`default_threshold`).
         root: Folder for relative paths when ``splits`` is a DataFrame.
 
     Returns:
@@ -320,6 +338,8 @@ def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int = 4
     details += [f"patient {p} in {', '.join(s)}" for p, s in patients.items()]
     exact = _spanning(df, df["sha1"])
     details += [f"exact duplicate sha1 {h[:12]} in {', '.join(s)}" for h, s in exact.items()]
+    if near_dup_threshold is None:
+        near_dup_threshold = default_threshold(4 * (len(df["phash"].iat[0]) if len(df) else 64))
     pairs = near_duplicate_pairs(df["phash"], near_dup_threshold)
     split, sha1 = df["split"].to_numpy(), df["sha1"].to_numpy()
     pairs = pairs[(split[pairs[:, 0]] != split[pairs[:, 1]]) & (sha1[pairs[:, 0]] != sha1[pairs[:, 1]])]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidxray import cache, data, paths, runinfo
+from covidxray import augment, cache, data, paths, runinfo
 from covidxray.config import Config, load_config
 
 
@@ -66,7 +66,7 @@ def _stage1_cached(model, run, cfg, images, labels, val_images, val_labels, clas
     bs = t.batch_size
     features = keras.Model(model.input, model.get_layer("gap").output)
     t0 = time.monotonic()
-    aug = data.make_augmenter(cfg.augment, cfg.seed)
+    aug = augment.make_augmenter(cfg.augment, cfg.seed)
     xs = [features.predict(data.make_dataset(images, None, k, bs), verbose=0)]
     for copy in range(t.stage1_aug_copies):
         ds = data.make_dataset(images, None, k, bs, augmenter=aug, seed=cfg.seed + copy)
@@ -137,11 +137,11 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
     classes = list(cfg.classes)
     parts = {s: splits[splits["split"] == s] for s in ("train", "val")}
     labels = {s: np.array([classes.index(c) for c in p["label"]], np.int32) for s, p in parts.items()}
-    cache_dir = paths.resolve(cfg.data.cache_dir)
+    cache_dir = paths.from_config(cfg.data.cache_dir)
     images = {s: cache.build_cache(list(p["path"]), m.image_size, cache_dir, cfg.data.workers)
               for s, p in parts.items()}
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
-    aug = data.make_augmenter(cfg.augment, cfg.seed)
+    aug = augment.make_augmenter(cfg.augment, cfg.seed)
     train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed)
     # under several replicas a last partial batch can leave a replica empty, which breaks BatchNorm;
     # the monitored validation metric then skips < batch images (evaluate always scores every image)

@@ -22,6 +22,7 @@ from matplotlib.patches import FancyBboxPatch, Patch
 from sklearn.metrics import roc_auc_score
 
 from covidxray import paths
+from covidxray.config import Config
 from covidxray.imageio import read_image, read_mask
 from covidxray.phantoms import KNOWN_CLASSES
 from covidxray.plots import _NEUTRAL, _styled, class_color
@@ -309,7 +310,7 @@ def plot_split_summary(splits: pd.DataFrame, leakage=None) -> Figure:
     return fig
 
 
-def duplicate_table(manifest: pd.DataFrame, near_dup_threshold: int = 4,
+def duplicate_table(manifest: pd.DataFrame, near_dup_threshold: int = 16,
                     root: str | Path | None = None) -> pd.DataFrame:
     """Images that belong to an exact or near duplicate group (see :func:`covidxray.split.duplicate_groups`).
 
@@ -330,7 +331,7 @@ def duplicate_table(manifest: pd.DataFrame, near_dup_threshold: int = 4,
 
 
 @_styled
-def duplicate_examples(manifest: pd.DataFrame, near_dup_threshold: int = 4, max_groups: int = 4,
+def duplicate_examples(manifest: pd.DataFrame, near_dup_threshold: int = 16, max_groups: int = 4,
                        per_group: int = 3, root: str | Path | None = None) -> Figure:
     """Members of the first duplicate groups side by side (mixed-label groups first), or a note if none.
 
@@ -425,7 +426,7 @@ def augmentation_detail(images: np.ndarray, aug: Mapping, n_aug: int = 8, seed: 
     Returns:
         Mean absolute Laplacian after augmentation / before, indexed like :func:`single_layer_configs`.
     """
-    from covidxray.data import make_augmenter
+    from covidxray.augment import make_augmenter
 
     before = _detail(images)
     kept = {name: _detail(augment_images(images, make_augmenter(c, seed), n_aug)) / before
@@ -454,7 +455,7 @@ def augmentation_grid(images: np.ndarray, augmenter, n_aug: int = 4, labels: Seq
 
     Args:
         images: ``(N, S, S)`` grey images in 0-255 (at model resolution).
-        augmenter: Keras layers (from :func:`covidxray.data.make_augmenter`).
+        augmenter: Keras layers (from :func:`covidxray.augment.make_augmenter`).
         n_aug: Augmented versions per image.
         labels: Row labels (class names get their colour).
         title: Figure title.
@@ -485,7 +486,7 @@ def augmentation_by_layer(image: np.ndarray, aug: Mapping, n_aug: int = 4, seed:
     Returns:
         The Figure (rows: enabled layers + full pipeline).
     """
-    from covidxray.data import make_augmenter
+    from covidxray.augment import make_augmenter
 
     configs = single_layer_configs(aug)
     augmented = np.concatenate([augment_images(image[None], make_augmenter(c, seed), n_aug)
@@ -652,7 +653,7 @@ class NotebookContext:
         figures: Folder the notebooks' figures are written to.
     """
 
-    cfg: object
+    cfg: Config
     dataset: Path
     derived: Path
     run_dir: Path
