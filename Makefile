@@ -22,12 +22,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 venv: $(STAMP) ## Create/refresh the virtual environment
 
-demo: $(STAMP) ## Phantoms -> index -> split -> train (from scratch offline) on the phantom default
+demo: $(STAMP) ## The whole pipeline on the phantom default: data, training, evaluation, explanations, robustness
 	$(BIN)/covidxray phantoms $(DEMO_DATA) --n-per-class 300 --seed 42
 	$(BIN)/covidxray index $(DEMO_DATA) -o $(DEMO_DATA)/index.csv
 	$(BIN)/covidxray split $(DEMO_DATA)/index.csv -o $(DEMO_DATA)/splits.csv --seed 42
 	rm -rf $(DEMO_RUN)
 	$(BIN)/covidxray train --config demo --data $(DEMO_DATA)/splits.csv --out $(DEMO_RUN)
+	$(BIN)/covidxray evaluate $(DEMO_RUN)
+	$(BIN)/covidxray interpret $(DEMO_RUN)
+	$(BIN)/covidxray robustness $(DEMO_RUN)
 
 test: $(STAMP) ## Run the whole test suite (unit, data, model, notebooks)
 	$(BIN)/python -m pytest

@@ -205,3 +205,12 @@ def test_string_labels_and_clear_errors():
         compute_metrics(y, p, CLASSES[:2])
     with pytest.raises(ValueError, match="positive class"):
         compute_metrics(y, p, CLASSES, positive="COVID", threshold=0.5)
+
+
+def test_rounding_bug_accuracy_reproduces_the_student_projects_error():
+    from covidxray.metrics import rounding_bug_accuracy
+
+    probs = np.array([[0.40, 0.35, 0.25], [0.2, 0.45, 0.35], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4]])
+    y = np.array([0, 1, 2, 2])
+    right, rounded = rounding_bug_accuracy(y, probs)
+    assert right == 1.0 and rounded == 0.5  # rows 2 and 4 round to all zeros -> class 0

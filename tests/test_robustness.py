@@ -7,6 +7,7 @@ shortcut probe and leave-one-source-out train their own tiny models (75 px, 1 ep
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,13 +131,12 @@ def tiny_cfg(tmp_path_factory):
 
 @pytest.mark.slow
 def test_shortcut_probe_on_tiny_phantoms(tiny_cfg, tmp_path):
-    from covidxray.shortcut import run_probe
-
-    overrides = [v for k, v in zip(tiny_cfg, tiny_cfg[1:], strict=False) if k == "--set"]
-    report = run_probe(load_config(["smoke"], overrides), out=tmp_path, log=lambda *_: None)
+    result = CliRunner().invoke(cli.app, ["shortcut", *tiny_cfg, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "marker energy ratio" in result.output and "confounded" in result.output
     saved = json.loads((tmp_path / "shortcut.json").read_text())
     assert set(saved) == {"settings", "marker_area", "models", "checks", "seconds", "figures"}
-    assert saved["models"] == json.loads(json.dumps(report["models"]))
+    assert saved["settings"]["image_size"] == 75 and saved["settings"]["epochs"] == 1
     for variant, strength in (("confounded", 1.0), ("clean", 0.0)):
         m = saved["models"][variant]
         assert m["train_strength"] == strength
@@ -144,15 +144,25 @@ def test_shortcut_probe_on_tiny_phantoms(tiny_cfg, tmp_path):
         for key in ("marker_energy", "lung_energy"):
             assert m[key] is not None and 0.0 <= m[key] <= 1.0
         assert all(v is None or 0.0 <= v <= 1.0 for v in m["covid_calls"].values())
+        assert (tmp_path / variant / "run.json").is_file()
     assert 0 < saved["marker_area"] < 0.1 and isinstance(saved["checks"]["passed"], bool)
     data = pd.read_csv(tmp_path / "data" / "train-confounded" / "manifest.csv")
     assert data.groupby("label")["marker"].mean().to_dict() == {"COVID-19": 1.0, "Normal": 0.0, "Viral Pneumonia": 0.0}
     assert all((tmp_path / f).is_file() for f in saved["figures"])
-    # the CLI with the same config reuses both finished runs and reports the same numbers
-    result = CliRunner().invoke(cli.app, ["shortcut", *tiny_cfg, "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    assert result.output.count("reusing the finished run") == 2 and "marker energy ratio" in result.output
-    assert json.loads((tmp_path / "shortcut.json").read_text())["models"] == saved["models"]
+
+
+def test_train_or_reuse_reuses_only_a_finished_run_with_the_same_config(smoke_run, tmp_path, monkeypatch):
+    import covidxray.train
+    from covidxray.shortcut import train_or_reuse
+
+    run = copy_run(smoke_run, tmp_path / "run")
+    cfg = load_config([run / "config.yaml"])
+    assert train_or_reuse(cfg, Path(cfg.data.dataset), run, log=lambda *_: None) == run
+    calls = []
+    monkeypatch.setattr(covidxray.train, "train", lambda cfg, dataset, out, log: calls.append((cfg, out)) or out)
+    cfg["train"]["epochs"] = 3
+    assert train_or_reuse(cfg, Path(cfg.data.dataset), run, log=lambda *_: None) == run
+    assert len(calls) == 1 and calls[0][0].train.epochs == 3 and not run.exists()  # the old run was replaced
 
 
 def test_leave_one_source_out_refuses_or_skips_without_training(phantom_dir, smoke_cfg, tmp_path):

@@ -40,6 +40,24 @@ FIGURES = {
 _GENERIC_CSV_NAMES = {"manifest", "splits"}
 
 
+def publish_figures(eval_dir: str | Path, figures_dir: str | Path, prefix: str = "") -> list[Path]:
+    """Copy an evaluation's figures to a figures folder (``prefix`` + name), in :data:`FIGURES` order.
+
+    Returns:
+        The copied files (figures that were not written, e.g. learning curves without a history, are skipped).
+    """
+    import shutil
+
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in FIGURES.values():
+        src = Path(eval_dir) / name
+        if src.is_file():
+            copied.append(Path(shutil.copy2(src, out / f"{prefix}{name}")))
+    return copied
+
+
 def _dataset_name(path: Path) -> str:
     """Folder name, or the CSV's stem (its folder's name for manifest.csv / splits.csv)."""
     if path.is_file() and path.stem in _GENERIC_CSV_NAMES:

@@ -233,6 +233,7 @@ def leave_one_source_out(cfg: Config, dataset: str | Path | None = None, out: st
                   (("held_out", fold / "held_out.csv"), ("in_source_test", None))}
         report["folds"][held] = {"run": str(run), "n_train_pool": int(len(rest)), "n_held_out": int(len(test)),
                                  **{k: point_metrics(v["y"], v["probs"], *v["metric_args"]) for k, v in scored.items()}}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "loso.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

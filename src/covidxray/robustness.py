@@ -126,8 +126,10 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
         The content of ``robustness.json``: settings, ``corruptions`` (parameter values used),
         ``results[corruption][severity]`` (severity ``"0"`` = clean) with :data:`METRICS` and ``ci95``,
         ``summary`` (:func:`summarize`), ``tta`` (same keys plus ``effect`` = TTA minus plain
-        mean-corruption value per metric, or None), ``seconds`` and ``figures``.
+        mean-corruption value per metric, or None), ``seconds`` (the whole call, model loading
+        included) and ``figures``.
     """
+    t0 = time.monotonic()
     run = Path(run_dir)
     cfg = run_config(run)
     rc = cfg.robustness
@@ -137,7 +139,6 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     chosen = evaluation_set(run, classes, cfg, data, split, log)
     model, meta = runinfo.load_run(run)
     cal = ensure_calibration(run, model, meta, cfg, log)
-    t0 = time.monotonic()
     table = chosen["table"].reset_index(drop=True)
     images = cached_images(list(table["path"]), meta["image_size"], cfg)
     y = np.array([classes.index(c) for c in table["label"]])

@@ -83,6 +83,7 @@ def train_or_reuse(cfg: Config, dataset: Path, run: Path, log: Callable = print)
         log(f"{run}: reusing the finished run trained with this config")
         return run
     if run.exists():
+        log(f"{run}: replacing what is there (an unfinished run or one trained with another config)")
         shutil.rmtree(run)
     return train(cfg, dataset=dataset, out=run, log=log)
 
