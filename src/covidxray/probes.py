@@ -164,13 +164,16 @@ def probe_run(run_dir: str | Path, data: str | Path | None = None, split: str = 
 
 def format_probe(report: dict) -> str:
     """Text summary of :func:`probe_run`'s report."""
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     o = report["outside_lung"]
     lines = [f"{report['dataset']} (split {report['split']}), n={report['n']}: attribution energy outside the lungs "
-             f"{o['mean']:.3f} (uniform map {o['uniform_baseline']:.3f}; {o['n_lung_masks']} lung masks, "
+             f"{f(o['mean'])} (uniform map {o['uniform_baseline']:.3f}; {o['n_lung_masks']} lung masks, "
              f"{o['n_border_band']} border-band approximations)"]
-    lines += [f"  {c}: {'n/a' if v is None else f'{v:.3f}'}" for c, v in o["by_class"].items()]
+    lines += [f"  {c}: {f(v)}" for c, v in o["by_class"].items()]
     for src, m in (report["per_source"] or {}).items():
-        lines.append(f"source {src} (n={m['n']}): accuracy {m['accuracy']:.3f}")
+        lines.append(f"source {src} (n={m['n']}): accuracy {f(m['accuracy'])}, macro-AUC {f(m['macro_auc'])}")
     if report["sources"]:
         lines.append(report["sources"]["note"])
     return "\n".join(lines)
