@@ -34,12 +34,13 @@ from covidxray.config import load_config  # noqa: E402
 from covidxray.discover import discover  # noqa: E402
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
+STEADY = 1024  # images per input-pipeline measurement (start-up excluded)
 
 
 def subset(root: Path, n: int, tmp: Path) -> tuple[list[str], np.ndarray, Path]:
     """n images balanced over classes, linked into a folder-per-class tree for flow_from_directory."""
     man = discover(root, classes=CLASSES, check_images=False).manifest
-    man = man.groupby("label", group_keys=False).apply(lambda d: d.head(n // len(CLASSES)))
+    man = man.groupby("label").head(n // len(CLASSES))
     tree = tmp / "tree"
     for p, lab in zip(man["path"], man["label"], strict=True):
         (tree / lab).mkdir(parents=True, exist_ok=True)
@@ -63,8 +64,9 @@ def idg_img_s(tree: Path, size: int, aug: dict, batch: int, n: int) -> float:
         brightness_range=(1 - aug["brightness"], 1 + aug["brightness"]), fill_mode="constant", cval=0)
     flow = gen.flow_from_directory(str(tree), target_size=(size, size), color_mode="grayscale",
                                    class_mode="categorical", batch_size=batch, shuffle=True, seed=0)
-    steps = int(np.ceil(n / batch))
-    return n / timed(lambda: [next(flow) for _ in range(steps)])
+    next(flow)  # warm-up
+    steps = int(np.ceil(max(n, STEADY) / batch))
+    return steps * batch / timed(lambda: [next(flow) for _ in range(steps)])
 
 
 def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
@@ -79,7 +81,8 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     ds = data.make_dataset(images, labels, k, batch, shuffle=True, augmenter=aug)
     for _ in ds.take(2):
         pass  # warm-up: trace the augmentation graph
-    out["pipeline_img_s"] = n / timed(lambda: [None for _ in ds])
+    epochs = int(np.ceil(STEADY / n))  # steady state: at least STEADY images, as for the generator
+    out["pipeline_img_s"] = epochs * (n // batch) * batch / timed(lambda: [None for _ in ds.repeat(epochs)])
     out["idg_img_s"] = idg_img_s(tree, size, cfg.augment, batch, n)
     log(f"{size}px pipeline {out['pipeline_img_s']:.0f} img/s, IDG {out['idg_img_s']:.0f} img/s")
 

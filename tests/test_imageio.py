@@ -140,11 +140,11 @@ def test_read_mask(tmp_path):
 def test_image_hash_exact_and_perceptual():
     sha_a, ph_a = image_hash(REF)
     sha_b, ph_b = image_hash(REF.copy())
-    assert (sha_a, ph_a) == (sha_b, ph_b) and len(sha_a) == 40 and len(ph_a) == 16
+    assert (sha_a, ph_a) == (sha_b, ph_b) and len(sha_a) == 40 and len(ph_a) == 64  # 256-bit phash
     brighter = np.clip(REF.astype(int) + 3, 0, 255).astype(np.uint8)
     sha_c, ph_c = image_hash(brighter)
     assert sha_c != sha_a
-    assert bin(int(ph_a, 16) ^ int(ph_c, 16)).count("1") <= 4  # perceptually near-identical
+    assert bin(int(ph_a, 16) ^ int(ph_c, 16)).count("1") <= 16  # perceptually near-identical
     assert image_hash(REF.reshape(fx.W, fx.H))[0] != sha_a  # shape is part of the exact hash
 
 

@@ -130,13 +130,12 @@ def _sanity(model, x, t, methods, opts, ex, seed):
     """Cascading randomisation, the expensive methods on fewer images; returns one Randomization."""
     from covidxray.explain_checks import Randomization, cascading_randomization
 
-    parts = []
-    for expensive, n in ((False, ex["randomization_images"]), (True, ex["randomization_images_expensive"])):
-        names = [m for m in methods if (m in ex["expensive"]) == expensive]
-        if names and n > 0:
-            parts.append(cascading_randomization(model, x[:n], names, target=t[:n], seed=seed,
-                                                 threshold=ex["randomization_threshold"],
-                                                 batch_size=ex["batch_size"], options=opts))
+    n_of = {m: ex["randomization_images_expensive" if m in ex["expensive"] else "randomization_images"]
+            for m in methods}
+    parts = [cascading_randomization(model, x[:n], [m for m in methods if n_of[m] == n], target=t[:n], seed=seed,
+                                     threshold=ex["randomization_threshold"], batch_size=ex["batch_size"],
+                                     options=opts)
+             for n in sorted(set(n_of.values()), reverse=True) if n > 0]  # one model clone per image count
     if not parts:
         return Randomization(pd.DataFrame(columns=["step", "block", "method", "spearman", "ssim"]),
                              pd.DataFrame(columns=["spearman", "ssim", "flagged"]))
@@ -222,7 +221,7 @@ def _check_method(model, s: Sample, method: str, n: int, opts: Mapping, ex: Mapp
 
 def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | None = None,
            n_per_class: int | None = None, layer: str | None = None, out: str | Path | None = None,
-           overrides: Sequence[str] = (), log: Callable[[str], None] = lambda _: None) -> dict:
+           overrides: Sequence[str] = (), log: Callable[[str], None] = lambda _: None, model=None) -> dict:
     """Localisation, faithfulness, sanity and cost of each explanation method on a run's split.
 
     Args:
@@ -234,6 +233,7 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
         out: Output folder; default ``<run>/interpret/<split>``.
         overrides: ``dotted.key=value`` changes to the run's config (e.g. ``explain.ig_steps=8``).
         log: Progress callback.
+        model: The run's model when already loaded (:func:`covidxray.runinfo.load_run`), to skip loading it.
 
     Returns:
         The report, also written to ``out/interpret.json`` (NaN written as null): ``layer``,
@@ -242,7 +242,7 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
         ``figures``, ``settings`` (the ``explain:`` section used).
     """
     from covidxray.explain import METHODS
-    from covidxray.runinfo import load_run
+    from covidxray.runinfo import load_run, read_run
 
     run = Path(run_dir)
     cfg = run_settings(run, overrides)
@@ -251,7 +251,7 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
-    model, meta = load_run(run)
+    model, meta = (model, read_run(run)) if model is not None else load_run(run)
     classes = list(meta["classes"])
     layer = ex["cam_layer"] = resolve_layer(model, meta, layer or ex["cam_layer"])
     s = load_sample(run, model, classes, split, ex["n_per_class"], cfg.seed, ex["target"], ex["batch_size"])

@@ -11,11 +11,12 @@ and lesions), which differ only in where the text marker is burned in
 
 Both are scored on two test sets drawn with another seed: ``correlated`` (the confounded model's
 training distribution) and ``decorrelated`` (strength 0). ``accuracy_drop`` is correlated minus
-decorrelated accuracy. On the decorrelated images, the share of attribution energy
-(``robustness.cam_method`` on ``robustness.cam_layer``, for the predicted class) that falls on
-the marker's box (images with a marker) and inside the lungs is reported for both models,
-beside ``marker_area``, the share a uniform map would put on the box. :data:`CHECKS` states when
-the probe shows the shortcut.
+decorrelated accuracy. On the decorrelated images, the share of the COVID-19 attribution energy
+(``robustness.cam_method`` on ``robustness.cam_layer``, for the positive class: where does the
+evidence for COVID-19 come from?) that falls on the marker's box (images with a marker) and inside
+the lungs is reported for both models, beside ``marker_area``, the share a uniform map would put
+on the box. ``covid_calls`` gives the share of images called COVID-19 with and without the marker,
+the behavioural side of the same question. :data:`CHECKS` states when the probe shows the shortcut.
 
 Output in ``out``: ``data/`` (the four phantom sets), ``confounded/`` and ``clean/`` (run
 folders; a finished run trained with the same config is reused), ``shortcut.json``,
@@ -101,12 +102,13 @@ def load_phantom_set(folder: Path, size: int, classes: list[str]) -> dict[str, n
             "marker": np.stack([_mask(folder / p, size) for p in m["marker_mask"]])}
 
 
-def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32) -> np.ndarray:
-    """Maps of ``rc.cam_method`` on ``rc.cam_layer`` (the default layer when the model lacks it)."""
+def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32, target: int | None = None) -> np.ndarray:
+    """Maps of ``rc.cam_method`` on ``rc.cam_layer`` (the default layer when the model lacks it) for
+    ``target`` (None: the predicted class)."""
     from covidxray.explain import explain
 
     layer = rc.cam_layer if rc.cam_layer in {x.name for x in model.layers} else None
-    return explain(model, images, rc.cam_method, layer=layer, batch_size=batch_size)
+    return explain(model, images, rc.cam_method, target=target, layer=layer, batch_size=batch_size)
 
 
 def _rate(called: np.ndarray, group: np.ndarray) -> float | None:
@@ -132,11 +134,11 @@ def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.nd
     probs = {t: model_probs(model, s["images"], cfg.train.batch_size) for t, s in tests.items()}
     scored = {t: point_metrics(tests[t]["y"], probs[t], classes, cfg.positive_class, None, rc.n_boot, cfg.seed)
               for t in tests}
-    dec = tests["decorrelated"]
-    maps = attribution(model, dec["images"], rc, cfg.train.batch_size)
+    dec, positive = tests["decorrelated"], classes.index(cfg.positive_class)
+    maps = attribution(model, dec["images"], rc, cfg.train.batch_size, target=positive)
     has = dec["marker"].any(axis=(1, 2))
-    covid = dec["y"] == classes.index(cfg.positive_class)
-    called = probs["decorrelated"].argmax(axis=1) == classes.index(cfg.positive_class)
+    covid = dec["y"] == positive
+    called = probs["decorrelated"].argmax(axis=1) == positive
     result = {
         "accuracy": {t: scored[t]["accuracy"] for t in tests},
         "accuracy_ci95": {t: scored[t]["ci95"]["accuracy"] for t in tests},
@@ -201,12 +203,14 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
                      "phantom_size": cfg.phantoms.size, "difficulty": cfg.phantoms.difficulty, "image_size": size,
                      "backbone": cfg.model.backbone, "weights": cfg.model.weights, "epochs": cfg.train.epochs,
                      "strength": strengths["confounded"], "cam_method": cfg.robustness.cam_method,
-                     "cam_layer": cfg.robustness.cam_layer, "seed": cfg.seed},
+                     "cam_layer": cfg.robustness.cam_layer, "cam_target": cfg.positive_class, "seed": cfg.seed},
         "marker_area": float(dec["marker"][has].mean()) if has.any() else None,
         "models": models, "checks": _checks(models),
     }
     picks = example_indices(dec["y"], has, cfg.robustness.shortcut.figure_images)
-    plot_examples(dec, maps, probs, picks, classes, save_to=out / "shortcut_examples.png")
+    rc = cfg.robustness
+    plot_examples(dec, maps, probs, picks, classes, save_to=out / "shortcut_examples.png",
+                  title=f"{rc.cam_method} ({rc.cam_layer}) for {cfg.positive_class}; cyan: marker box")
     plot_summary(report, save_to=out / "shortcut_summary.png")
     report.update(seconds=round(time.monotonic() - t0, 1), figures=["shortcut_examples.png", "shortcut_summary.png"])
     (out / "shortcut.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -239,7 +243,7 @@ def example_indices(y: np.ndarray, has_marker: np.ndarray, n: int) -> list[int]:
 
 @_styled
 def plot_examples(test: dict, maps: dict[str, np.ndarray], probs: dict[str, np.ndarray], picks: list[int],
-                  classes: list[str]) -> Figure:
+                  classes: list[str], title: str | None = None) -> Figure:
     """Rows of decorrelated images: the image with the marker box outlined, then each model's map."""
     from covidxray.overlays import draw_overlay
 
@@ -252,6 +256,8 @@ def plot_examples(test: dict, maps: dict[str, np.ndarray], probs: dict[str, np.n
             draw_overlay(axes[r, c], test["images"][i], m[i], title=f"{name}: {classes[p.argmax()]} ({p.max():.2f})")
         for ax in axes[r]:
             ax.contour(test["marker"][i].astype(np.float32), levels=[0.5], colors="cyan", linewidths=1.2)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
