@@ -268,10 +268,9 @@ def plot_summary(report: dict) -> Figure:
     ax_acc, ax_en = fig.subplots(1, 2)
     x, w = np.arange(len(VARIANTS)), 0.35
     for j, t in enumerate(TESTS):
-        vals = np.array([report["models"][v]["accuracy"][t] for v in VARIANTS])
-        ci = np.array([report["models"][v]["accuracy_ci95"][t] or [np.nan, np.nan] for v in VARIANTS])
-        ax_acc.bar(x + (j - 0.5) * w, vals, w, yerr=np.abs(ci - vals[:, None]).T, capsize=4, label=f"{t} test")
-    ax_acc.set(xticks=x, xticklabels=VARIANTS, ylim=(0, 1), ylabel="accuracy (95% CI)", title="Accuracy")
+        vals = [report["models"][v]["accuracy"][t] for v in VARIANTS]
+        ax_acc.bar(x + (j - 0.5) * w, vals, w, label=f"{t} test")
+    ax_acc.set(xticks=x, xticklabels=VARIANTS, ylim=(0, 1), ylabel="accuracy", title="Accuracy")
     for j, (key, label) in enumerate((("marker_energy", "on the marker box"), ("lung_energy", "inside the lungs"))):
         vals = [report["models"][v][key] or 0.0 for v in VARIANTS]
         ax_en.bar(x + (j - 0.5) * w, vals, w, label=label)
