@@ -9,6 +9,10 @@ Measures, per image size, in images/s:
   fit_img_s          our end-to-end model.fit on the pipeline
   stage1_cached_speedup  stage 1 (frozen backbone, head training for E epochs): end-to-end fit time
                      divided by (backbone features once + head fit on cached features)
+  augment_ms_per_img     one batch: our augmentation on one core (OpenCV warp + lookup table on uint8)
+                     against the same transforms through Keras on TF's whole thread pool
+                     (affine_transform op, RandomContrast, RandomBrightness on float32): why the
+                     pipeline does not call the Keras ops
 
   python benchmarks/train_throughput.py [--data ../shared/data/cxr-dev] [--n 256] [--sizes 224 299]
 Writes benchmarks/results/train_throughput.json.
@@ -69,6 +73,37 @@ def idg_img_s(tree: Path, size: int, aug: dict, batch: int, n: int) -> float:
     return steps * batch / timed(lambda: [next(flow) for _ in range(steps)])
 
 
+def augment_cost(images: np.ndarray, aug: augment.Augmenter, batch: int, repeats: int = 20) -> dict:
+    """Milliseconds per image for one batch: ours on one core against the Keras ops on all cores."""
+    import cv2
+    import keras
+    import tensorflow as tf
+
+    x = np.asarray(images[:batch])
+    L = keras.layers
+    contrast = L.RandomContrast(aug.contrast, value_range=(0, 255), seed=1)
+    brightness = L.RandomBrightness(aug.brightness, value_range=(0, 255), seed=2)
+    rng = np.random.default_rng(0)
+
+    @tf.function
+    def keras_ops(xf, mats):
+        y = keras.ops.image.affine_transform(xf, mats, interpolation="bilinear", fill_mode="constant")
+        return brightness(contrast(y, training=True), training=True)
+
+    mats = np.concatenate([aug.transforms(rng, len(x), *x.shape[1:]).reshape(len(x), 6),
+                           np.zeros((len(x), 2))], axis=1).astype(np.float32)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        ours = min(timed(lambda: aug(x, key=(0,))) for _ in range(repeats)) / len(x) * 1e3
+    finally:
+        cv2.setNumThreads(threads)
+    xf = tf.constant(x[..., None].astype(np.float32))
+    keras_ops(xf, mats)
+    theirs = min(timed(lambda: keras_ops(xf, mats).numpy()) for _ in range(repeats)) / len(x) * 1e3
+    return {"ours": ours, "keras_ops": theirs, "keras_ops_over_ours": theirs / ours}
+
+
 def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     import keras
 
@@ -80,20 +115,29 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     aug = augment.make_augmenter(cfg.augment, 0)
     ds = data.make_dataset(images, labels, k, batch, shuffle=True, augmenter=aug)
     for _ in ds.take(2):
-        pass  # warm-up: trace the augmentation graph
+        pass  # warm-up
     epochs = int(np.ceil(STEADY / n))  # steady state: at least STEADY images, as for the generator
     out["pipeline_img_s"] = epochs * (n // batch) * batch / timed(lambda: [None for _ in ds.repeat(epochs)])
     out["idg_img_s"] = idg_img_s(tree, size, cfg.augment, batch, n)
+    out["pipeline_over_idg"] = out["pipeline_img_s"] / out["idg_img_s"]
     log(f"{size}px pipeline {out['pipeline_img_s']:.0f} img/s, IDG {out['idg_img_s']:.0f} img/s")
+    out["augment_ms_per_img"] = augment_cost(images, aug, batch)
+
+    import tensorflow as tf
 
     model, _ = models.build_model(CLASSES, "inceptionv3", size, "none")
     model.compile(keras.optimizers.AdamW(3e-4), "categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(0, 255, (n, size, size, 1)).astype("float32")
-    y = keras.utils.to_categorical(labels, k)
-    model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, verbose=0)  # trace
-    out["model_only_img_s"] = n / timed(lambda: model.fit(x, y, batch_size=batch, epochs=1, verbose=0))
+    # model only: one synthetic batch already in memory, repeated (no input work at all)
+    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 1)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(batch) % k, k)
+    synthetic = tf.data.Dataset.from_tensors((x, y)).repeat(n // batch)
+    model.fit(synthetic.take(2), verbose=0)  # trace the train step once
     model.fit(ds.take(2), verbose=0)
-    out["fit_img_s"] = n / timed(lambda: model.fit(ds, epochs=1, verbose=0))
+    only, fit = [], []
+    for _ in range(2):  # alternate, keep the best of each: a busy neighbour slows one pass, not both
+        only.append((n // batch) * batch / timed(lambda: model.fit(synthetic, epochs=1, verbose=0)))
+        fit.append((n // batch) * batch / timed(lambda: model.fit(ds, epochs=1, verbose=0)))
+    out["model_only_img_s"], out["fit_img_s"] = max(only), max(fit)
     out["fit_over_model_only"] = out["fit_img_s"] / out["model_only_img_s"]
     log(f"{size}px model-only {out['model_only_img_s']:.1f} img/s, fit {out['fit_img_s']:.1f} img/s")
 
@@ -101,6 +145,7 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     model.compile(keras.optimizers.AdamW(1e-3), "categorical_crossentropy")
     plain = data.make_dataset(images, labels, k, batch, shuffle=True)
     model.fit(plain.take(1), verbose=0)
+    y = keras.utils.to_categorical(labels, k)
     t_e2e = timed(lambda: model.fit(plain, epochs=epochs, verbose=0))
     feats = keras.Model(model.input, model.get_layer("gap").output)
     feats.predict(data.make_dataset(images[:batch], None, k, batch), verbose=0)
@@ -144,7 +189,7 @@ def main(argv=None) -> dict:
                                         lambda m: print(m, file=sys.stderr))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({s: {k: round(v, 2) for k, v in result[s].items()} for s in map(str, args.sizes)}, indent=2))
+    print(json.dumps({s: result[s] for s in map(str, args.sizes)}, indent=2, default=float))
     return result
 
 

@@ -15,6 +15,12 @@ import pytest  # noqa: E402
 from covidxray import paths  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def tmp_cache(monkeypatch, tmp_path_factory):
+    """Keep decode-once caches that default to paths.CACHE out of the repository's data/ folder."""
+    monkeypatch.setattr(paths, "CACHE", tmp_path_factory.getbasetemp() / "cache")
+
+
 @pytest.fixture(scope="session")
 def cxr_dev() -> Path:
     """The real-CXR sample beside the checkout; tests that need it skip when it is absent."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from covidxray import cache, data
-from covidxray.augment import RandomAffine, make_augmenter
+from covidxray.augment import Augmenter, make_augmenter
 from covidxray.config import load_config
 
 
@@ -88,17 +88,20 @@ def test_shuffle_changes_order_each_epoch_but_keeps_pairs(images, tmp_path):
     assert batches[0] == batches[1]
 
 
-def test_augmentation_in_range_and_identity_at_inference(images, tmp_path):
+def test_augmentation_in_range_and_same_eagerly_and_inside_tf_data(images, tmp_path):
     aug = make_augmenter(load_config().augment, seed=0)
-    names = [layer.__class__.__name__ for layer in aug.layers]
-    assert names == ["RandomAffine", "RandomContrast", "RandomBrightness"]  # no flip by default
+    assert aug.active and aug.geometric and not aug.horizontal_flip  # no flip by default
     arr = cache.build_cache(images, 32, root=tmp_path)
-    ds = data.make_dataset(arr, np.zeros(10, int), 3, batch_size=10, augmenter=aug)
-    x, _ = next(iter(ds))
-    x = x.numpy()
-    assert x.shape == (10, 32, 32, 1) and x.min() >= 0 and x.max() <= 255
+    ds = data.make_dataset(arr, np.zeros(10, int), 3, batch_size=10, augmenter=aug, seed=3)
+    x = next(iter(ds))[0].numpy()
+    assert x.shape == (10, 32, 32, 1) and x.dtype == np.float32 and x.min() >= 0 and x.max() <= 255
     assert not np.allclose(x[..., 0], arr)
-    np.testing.assert_allclose(aug(np.asarray(arr, np.float32)[..., None], training=False).numpy()[..., 0], arr)
+    # the draw depends on (augmenter seed, dataset seed, image indices) only: eager call == tf.data
+    np.testing.assert_array_equal(x[..., 0], aug(np.asarray(arr), key=(3, *range(10))))
+    assert not np.array_equal(x[..., 0], aug(np.asarray(arr), key=(4, *range(10))))
+    off = make_augmenter({k: 0 for k in load_config().augment}, seed=0)
+    assert not off.active
+    np.testing.assert_array_equal(next(iter(data.make_dataset(arr, None, 3, 10, augmenter=off)))[..., 0], arr)
 
 
 def test_class_weights_are_inverse_frequency():
@@ -116,32 +119,72 @@ def test_read_splits_rejects_unknown_labels(tmp_path):
         data.read_splits(f, ["COVID-19", "Normal"])
 
 
-def test_random_affine_identity_translation_and_range():
-    x = np.zeros((8, 64, 64, 1), np.float32)
-    x[:, 28:36, 28:36] = 255.0
-    np.testing.assert_array_equal(RandomAffine(0, 0, 0, 0, seed=1)(x).numpy(), x)
-    shifted = RandomAffine(0, 0.2, 0, 0, seed=2)(x).numpy()[..., 0]
-    rows, cols = np.nonzero(shifted.sum(0) > 0)
+def test_affine_identity_translation_and_range():
+    x = np.zeros((8, 64, 64), np.uint8)
+    x[:, 28:36, 28:36] = 255
+    np.testing.assert_array_equal(Augmenter(seed=1)(x), x)
+    shifted = Augmenter(translation=0.2, seed=2)(x)
     ys, xs = np.indices((64, 64))
     for img in shifted:
         cy, cx = (ys * img).sum() / img.sum(), (xs * img).sum() / img.sum()
         assert abs(cy - 31.5) <= 0.2 * 64 + 1 and abs(cx - 31.5) <= 0.2 * 64 + 1
     assert len({round(float((xs * i).sum() / i.sum()), 1) for i in shifted}) > 4  # shifts differ per image
+    ramp = np.tile(np.arange(64, dtype=np.uint8), (64, 1))
+    flipped = Augmenter(horizontal_flip=True, seed=0)(np.repeat(ramp[None], 16, 0))
+    mirrored = [np.array_equal(f, ramp[:, ::-1]) for f in flipped]
+    assert all(m or np.array_equal(f, ramp) for f, m in zip(flipped, mirrored, strict=True))  # exact mirror
+    assert 0 < sum(mirrored) < 16
 
 
-def test_one_resample_keeps_more_detail_than_chained_keras_layers():
-    """Four Keras geometric layers resample four times; RandomAffine once (same ranges)."""
+def test_warp_matches_keras_affine_transform():
+    """Same inverse map and pixel-centre convention as keras.ops.image.affine_transform."""
     import keras
 
     rng = np.random.default_rng(0)
-    x = np.repeat(rng.uniform(0, 255, (1, 64, 64, 1)).astype(np.float32), 16, axis=0)
+    x = cv2.GaussianBlur(rng.integers(0, 256, (6, 96, 96), dtype=np.uint8), (0, 0), 1.5)
+    aug = Augmenter(rotation=10, translation=0.1, zoom=0.1, shear=0.1, seed=5)
+    mats = aug.transforms(np.random.default_rng([5, 1]), 6, 96, 96)
+    ours = aug(x, key=(1,))
+    flat = np.concatenate([mats.reshape(6, 6), np.zeros((6, 2))], axis=1).astype(np.float32)
+    ref = keras.ops.convert_to_numpy(keras.ops.image.affine_transform(
+        x[..., None].astype(np.float32), flat, interpolation="bilinear", fill_mode="constant"))[..., 0]
+    inner = (slice(None), slice(20, 76), slice(20, 76))
+    assert np.abs(ours - ref)[inner].mean() < 0.6 and np.abs(ours - ref)[inner].max() <= 3
+
+
+def test_contrast_and_brightness_equal_keras_layers():
+    """The lookup table reproduces RandomContrast then RandomBrightness for the same factors."""
+    import keras
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (5, 40, 40), dtype=np.uint8)
+    aug = Augmenter(contrast=0.4, brightness=0.3, seed=9)
+    c, d = aug.factors(np.random.default_rng([9, 7]), 5)
+    ours = aug(x, key=(7,))
+    xf = x[..., None].astype(np.float32)
+    L = keras.layers
+    ref = L.RandomContrast(0.4, value_range=(0, 255)).transform_images(
+        xf, {"contrast_factor": c.reshape(5, 1, 1, 1).astype(np.float32)})
+    ref = L.RandomBrightness(0.3, value_range=(0, 255)).transform_images(
+        ref, {"rgb_delta": (d.reshape(5, 1, 1, 1)).astype(np.float32)})
+    np.testing.assert_allclose(ours, keras.ops.convert_to_numpy(ref)[..., 0], atol=1e-3)
+    assert len(set(np.round(c, 3))) == 5 and np.abs(d).max() <= 0.3 * 255
+
+
+def test_one_resample_keeps_more_detail_than_chained_keras_layers():
+    """Four Keras geometric layers resample four times; the augmenter once (same ranges)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = np.repeat(rng.integers(0, 256, (1, 64, 64), dtype=np.uint8), 16, axis=0)
     L = keras.layers
     chain = keras.Sequential([L.RandomRotation(5 / 360, seed=1), L.RandomTranslation(0.05, 0.05, seed=2),
                               L.RandomZoom(0.05, seed=3), L.RandomShear(0.03, 0.03, seed=4)])
 
     def detail(batch):
-        return float(np.abs(cv2.Laplacian(batch[:, 16:48, 16:48, 0].transpose(1, 2, 0), cv2.CV_32F)).mean())
+        return float(np.abs(cv2.Laplacian(np.asarray(batch, np.float32)[:, 16:48, 16:48].transpose(1, 2, 0),
+                                          cv2.CV_32F)).mean())
 
-    ours = detail(RandomAffine(5, 0.05, 0.05, 0.03, seed=1)(x).numpy())
-    keras_chain = detail(chain(x, training=True).numpy())
+    ours = detail(Augmenter(rotation=5, translation=0.05, zoom=0.05, shear=0.03, seed=1)(x))
+    keras_chain = detail(chain(x[..., None].astype(np.float32), training=True).numpy()[..., 0])
     assert ours > 1.2 * keras_chain

@@ -27,12 +27,6 @@ CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 P_COLS = [f"p_{c}" for c in CLASSES]
 
 
-@pytest.fixture(autouse=True)
-def tmp_cache(monkeypatch, tmp_path_factory):
-    """Keep the decode-once cache out of the repository's data/ folder."""
-    monkeypatch.setattr(paths, "CACHE", tmp_path_factory.getbasetemp() / "eval-cache")
-
-
 @pytest.fixture(scope="module")
 def evaluated(smoke_run, tmp_path_factory):
     """The smoke run evaluated on its own test split (calibration fitted on the way)."""

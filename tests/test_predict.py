@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import cli, paths
+from covidxray import cli
 from covidxray.calibration import Calibration
 from covidxray.predict import collect_images, predict
 from covidxray.runinfo import RunError
@@ -21,12 +21,6 @@ from helpers_runs import copy_run, edit_run_json, write_bad_files
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 P_COLS = [f"p_{c}" for c in CLASSES]
-
-
-@pytest.fixture(autouse=True)
-def tmp_cache(monkeypatch, tmp_path_factory):
-    """Keep the decode-once cache out of the repository's data/ folder."""
-    monkeypatch.setattr(paths, "CACHE", tmp_path_factory.getbasetemp() / "eval-cache")
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -6,8 +6,8 @@ weights) end with one clear ``error:`` line and exit status 2, never a TensorFlo
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +33,35 @@ def _echo(msg: str) -> None:
     typer.echo(msg)
 
 
-@app.command()
+def _known_errors() -> tuple[type[Exception], ...]:
+    from covidxray.config import ConfigError
+    from covidxray.data import DataError
+    from covidxray.datasets import DownloadError
+    from covidxray.errors import UsageError, WeightsError
+    from covidxray.imageio import ImageReadError
+    from covidxray.runinfo import RunError
+
+    return (ConfigError, DataError, DownloadError, ImageReadError, RunError, UsageError, WeightsError,
+            FileNotFoundError, FileExistsError)
+
+
+def command(name: str | None = None):
+    """``app.command`` whose known errors end with one ``error:`` line and exit status 2."""
+    def register(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except _known_errors() as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+
+        return app.command(name)(run)
+
+    return register
+
+
+@command()
 def phantoms(
     out: Annotated[Path, typer.Argument(help="Output folder.")],
     n_per_class: Annotated[int, typer.Option(help="Images per class.")] = 100,
@@ -54,7 +82,7 @@ def phantoms(
     _echo(f"wrote {len(df)} phantoms to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
-@app.command()
+@command()
 def download(
     out: Annotated[Path, typer.Argument(help="Destination folder.")],
     archive: Annotated[Path | None, typer.Option(help="A ZIP downloaded by hand (no download).")] = None,
@@ -66,7 +94,7 @@ def download(
     _echo(f"dataset in {out}; next: covidxray index {out} -o {out}/manifest.csv")
 
 
-@app.command()
+@command()
 def index(
     data: Annotated[Path, typer.Argument(help="Dataset folder or manifest CSV.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Manifest CSV to write.")] = Path("manifest.csv"),
@@ -91,7 +119,7 @@ def index(
         raise typer.Exit(1)
 
 
-@app.command("split")
+@command("split")
 def split_cmd(
     manifest: Annotated[Path, typer.Argument(help="Manifest CSV from `covidxray index`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Splits CSV to write.")] = Path("splits.csv"),
@@ -117,7 +145,7 @@ def split_cmd(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -134,7 +162,7 @@ def train(
     train_fn(cfg, dataset=data, out=out, resume=resume, log=_echo)
 
 
-@app.command("evaluate")
+@command("evaluate")
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     data: Annotated[Path | None, typer.Option(help="Other dataset: folder, manifest or splits CSV.")] = None,
@@ -152,7 +180,7 @@ def evaluate_cmd(
     _echo(f"results: {out}")
 
 
-@app.command("predict")
+@command("predict")
 def predict_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
@@ -180,7 +208,7 @@ def predict_cmd(
         raise typer.Exit(1)
 
 
-@app.command("calibrate")
+@command("calibrate")
 def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")]) -> None:
     """Fit temperature scaling and the COVID-19 threshold on the run's validation split."""
     from covidxray.predict import calibrate
@@ -192,7 +220,7 @@ def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/R
           f"(sensitivity >= {cal.target_sensitivity} on validation)")
 
 
-@app.command("explain")
+@command("explain")
 def explain_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
@@ -214,13 +242,9 @@ def explain_cmd(
     from covidxray.interpret import cam_layer
     from covidxray.overlays import DEFAULT_METHODS, explain_files
 
-    try:
-        report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
-                               target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo,
-                               layer=cam_layer(run, layer))
-    except ValueError as err:
-        _echo(f"error: {err}")
-        raise typer.Exit(2) from None
+    report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
+                           target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo,
+                           layer=cam_layer(run, layer))
     _echo(f"wrote {len(report.figures)} figure(s) and explain.csv to {output}")
     if report.skipped:
         _echo(f"{len(report.skipped)} input(s) skipped:")
@@ -229,7 +253,7 @@ def explain_cmd(
         raise typer.Exit(1)
 
 
-@app.command("interpret")
+@command("interpret")
 def interpret_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     split: Annotated[str, typer.Option(help="Split of the run's splits.csv.")] = "test",
@@ -246,16 +270,12 @@ def interpret_cmd(
     on the run's split images with lung and lesion masks; interpret.json and figures."""
     from covidxray.interpret import format_table, report
 
-    try:
-        rep = report(run, split, method or None, n_per_class, layer, output, set_ or (), log=_echo)
-    except ValueError as err:
-        _echo(f"error: {err}")
-        raise typer.Exit(2) from None
+    rep = report(run, split, method or None, n_per_class, layer, output, set_ or (), log=_echo)
     _echo(format_table(rep))
     _echo(f"results: {Path(rep['figures']['gallery']).parent}")
 
 
-@app.command("robustness")
+@command("robustness")
 def robustness_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     data: Annotated[Path | None, typer.Option(help="Other dataset: folder, manifest or splits CSV.")] = None,
@@ -268,16 +288,12 @@ def robustness_cmd(
     """Accuracy, macro-AUC and COVID-19 sensitivity under 8 corruptions x 5 severities (robustness.json, plots)."""
     from covidxray.robustness import format_summary, sweep
 
-    try:
-        report = sweep(run, data=data, split=split, corruptions=corruption, tta=tta, out=out, log=_echo)
-    except ValueError as err:
-        _echo(f"error: {err}")
-        raise typer.Exit(2) from None
+    report = sweep(run, data=data, split=split, corruptions=corruption, tta=tta, out=out, log=_echo)
     _echo(format_summary(report))
     _echo(f"results: {out or run / 'robustness'}")
 
 
-@app.command("shortcut")
+@command("shortcut")
 def shortcut_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -303,21 +319,8 @@ def shortcut_cmd(
 
 
 def main() -> None:
-    """Entry point: run the app and turn known errors into one clear line."""
-    from covidxray.config import ConfigError
-    from covidxray.data import DataError
-    from covidxray.datasets import DownloadError
-    from covidxray.errors import WeightsError
-    from covidxray.imageio import ImageReadError
-    from covidxray.runinfo import RunError
-
-    known = (ConfigError, DataError, DownloadError, ImageReadError, RunError, WeightsError,
-             FileNotFoundError, FileExistsError)
-    try:
-        app()
-    except known as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    """Entry point (the ``covidxray`` console script)."""
+    app()
 
 
 if __name__ == "__main__":

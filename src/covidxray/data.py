@@ -1,4 +1,4 @@
-"""Data stage: dataset -> splits CSV -> tf.data pipelines with Keras augmentation layers.
+"""Data stage: dataset -> splits CSV -> tf.data pipelines with on-the-fly augmentation.
 
 ``prepare_splits`` accepts whatever the user has (a dataset folder in any layout ``covidxray index``
 understands, a manifest CSV, or a splits CSV) and returns one leak-free splits table.
@@ -111,8 +111,9 @@ def make_dataset(
     """A ``tf.data.Dataset`` of ``(float32 images (B,S,S,1) in 0-255, one-hot labels)``.
 
     Shuffling permutes indices (exact, bounded memory); each batch is one sorted gather from the
-    memory map; augmentation runs on whole batches in parallel; batches are prefetched. A shuffled
-    (training) dataset drops its last partial batch.
+    memory map, augmented on uint8 and converted to float32 in the same NumPy call (one hop out of
+    the graph per batch, run in parallel); batches are prefetched. A shuffled (training) dataset
+    drops its last partial batch.
 
     Args:
         images: ``(N, S, S)`` uint8 array or memory map.
@@ -120,7 +121,8 @@ def make_dataset(
         n_classes: Width of the one-hot labels.
         batch_size: Batch size.
         shuffle: Reshuffle every epoch.
-        augmenter: Keras layers applied with ``training=True`` (None: no augmentation).
+        augmenter: A :class:`covidxray.augment.Augmenter` (None: no augmentation). Its random draw
+            depends on its seed, ``seed`` and the batch's image indices only.
         seed: Shuffle seed.
         drop_remainder: Drop the last partial batch (default: when shuffling and ``n >= batch_size``).
 
@@ -131,10 +133,13 @@ def make_dataset(
 
     n, size = len(images), images.shape[1]
     ys = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)
+    augment = augmenter if augmenter is not None and augmenter.active else None
 
     def gather(idx: np.ndarray):
         order = np.sort(idx)
-        return images[order][..., None].astype(np.float32), ys[order]
+        x = images[order]
+        x = augment(x, key=(seed, *order)) if augment else x.astype(np.float32)
+        return x[..., None], ys[order]
 
     def load(idx):
         x, y = tf.numpy_function(gather, [idx], [tf.float32, tf.int32], stateful=False)
@@ -151,9 +156,6 @@ def make_dataset(
         drop_remainder = shuffle and n >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if augmenter is not None and augmenter.layers:
-        ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
     if labels is None:
         ds = ds.map(lambda x, y: x)
     else:

@@ -3,3 +3,7 @@
 
 class WeightsError(RuntimeError):
     """Backbone weights could not be obtained (offline, missing or mismatching file)."""
+
+
+class UsageError(ValueError):
+    """An option the command cannot use: unknown method, layer, corruption or class, empty selection."""

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from covidxray.errors import UsageError
 from covidxray.plots import _styled
 
 FIGURES = {"gallery": "gallery.png", "localisation": "localisation.png", "faithfulness": "faithfulness.png",
@@ -63,7 +64,7 @@ def resolve_layer(model, meta: Mapping, layer: str | None) -> str:
     name = layer or meta.get("last_conv_layer") or default_layer(model)
     spatial = [lyr.name for lyr in model.layers if len(lyr.output.shape) == 4]
     if name not in spatial:
-        raise ValueError(f"CAM layer {name!r} (--layer / explain.cam_layer) is not a spatial layer of model "
+        raise UsageError(f"CAM layer {name!r} (--layer / explain.cam_layer) is not a spatial layer of model "
                          f"'{model.name}'; e.g. {', '.join(spatial[-5:])}")
     return name
 
@@ -81,7 +82,7 @@ def select_images(table: pd.DataFrame, classes: Sequence[str], n_per_class: int,
         g = g.sample(min(n_per_class, len(g)), random_state=seed)
         picks.append(g.assign(_rank=np.arange(len(g)), _cls=k))
     if not sum(map(len, picks)):
-        raise ValueError(f"no images of the classes {list(classes)} in this split")
+        raise UsageError(f"no images of the classes {list(classes)} in this split")
     order = pd.concat(picks).sort_values(["_rank", "_cls"])
     return order.drop(columns=["_rank", "_cls"]).reset_index(drop=True)
 
@@ -250,7 +251,7 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
     methods = list(methods or ex["methods"])
     bad = [m for m in methods if m not in METHODS]
     if bad:
-        raise ValueError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+        raise UsageError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     model, meta = (model, read_run(run)) if model is not None else load_run(run)
     classes = list(meta["classes"])
     layer = ex["cam_layer"] = resolve_layer(model, meta, layer or ex["cam_layer"])

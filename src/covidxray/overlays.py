@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from covidxray.errors import UsageError
 from covidxray.plots import _styled
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -218,11 +219,11 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
 
     bad = [m for m in methods if m not in METHODS]
     if bad:
-        raise ValueError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+        raise UsageError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
     model, meta = load_run(run_dir)
     size, classes = int(meta["image_size"]), list(meta["classes"])
     if target is not None and target not in classes:
-        raise ValueError(f"target class {target!r} is not one of the run's classes {classes}")
+        raise UsageError(f"target class {target!r} is not one of the run's classes {classes}")
     files = collect_images(inputs)
     near = {p / "manifest.csv" for f in files for p in list(f.resolve().parents)[:3] if (p / "manifest.csv").is_file()}
     run_csv = [Path(run_dir) / "splits.csv"] if (Path(run_dir) / "splits.csv").is_file() else []

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from covidxray import runinfo
 from covidxray.calibration import apply_temperature
 from covidxray.corruptions import CORRUPTIONS, SEVERITIES, affine, corrupt
+from covidxray.errors import UsageError
 from covidxray.evaluate import evaluation_set
 from covidxray.metrics import compute_metrics
 from covidxray.plots import _styled
@@ -100,9 +101,9 @@ def summarize(results: dict[str, dict[str, dict]]) -> dict:
 def _check(names: Sequence[str], severities: Sequence[int]) -> None:
     unknown = [n for n in names if n not in CORRUPTIONS]
     if unknown or not names:
-        raise ValueError(f"unknown or no corruptions {unknown}; known: {', '.join(CORRUPTIONS)}")
+        raise UsageError(f"unknown or no corruptions {unknown}; known: {', '.join(CORRUPTIONS)}")
     if not severities or any(s not in SEVERITIES for s in severities):
-        raise ValueError(f"severities must be among {list(SEVERITIES)}, got {list(severities)}")
+        raise UsageError(f"severities must be among {list(SEVERITIES)}, got {list(severities)}")
 
 
 def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "test",

@@ -393,14 +393,13 @@ def single_layer_configs(aug: Mapping) -> dict[str, dict]:
 
 
 def augment_images(images: np.ndarray, augmenter, n_aug: int) -> np.ndarray:
-    """``n_aug`` augmented versions of each ``(N, S, S)`` image, clipped to 0-255 as in training.
+    """``n_aug`` augmented versions of each ``(N, S, S)`` image, as in training.
 
     Returns:
-        ``(N, n_aug, S, S)`` float32.
+        ``(N, n_aug, S, S)`` float32 in 0-255.
     """
-    images = np.asarray(images, np.float32)
-    batch = np.repeat(images, n_aug, axis=0)[..., None]
-    out = np.clip(np.asarray(augmenter(batch, training=True)), 0, 255)
+    images = np.asarray(images)
+    out = augmenter(np.repeat(images, n_aug, axis=0), key=(n_aug,))
     return out.reshape(len(images), n_aug, *images.shape[1:])
 
 
@@ -455,7 +454,7 @@ def augmentation_grid(images: np.ndarray, augmenter, n_aug: int = 4, labels: Seq
 
     Args:
         images: ``(N, S, S)`` grey images in 0-255 (at model resolution).
-        augmenter: Keras layers (from :func:`covidxray.augment.make_augmenter`).
+        augmenter: An :class:`covidxray.augment.Augmenter` (:func:`covidxray.augment.make_augmenter`).
         n_aug: Augmented versions per image.
         labels: Row labels (class names get their colour).
         title: Figure title.
