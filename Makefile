@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/phantoms
 DEMO_RUN := models/demo
+# two pytest workers (pytest-xdist); --dist loadfile keeps each test file on one worker, in order
+PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv demo test test-fast lint benchmarks clean
@@ -33,10 +35,10 @@ demo: $(STAMP) ## The whole pipeline on the phantom default: data, training, eva
 	$(BIN)/covidxray robustness $(DEMO_RUN)
 
 test: $(STAMP) ## Run the whole test suite (unit, data, model, notebooks)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## Skip the slow tests
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests benchmarks

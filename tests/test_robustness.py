@@ -143,9 +143,15 @@ def test_shortcut_probe_on_tiny_phantoms(tiny_cfg, tmp_path):
         assert m["accuracy_drop"] == pytest.approx(m["accuracy"]["correlated"] - m["accuracy"]["decorrelated"])
         for key in ("marker_energy", "lung_energy"):
             assert m[key] is not None and 0.0 <= m[key] <= 1.0
+        assert list(m["methods"]) == ["gradient", "gradcam", "gradcam++", "scorecam", "occlusion"]
+        assert m["methods"]["gradient"]["marker_energy"] == m["marker_energy"]  # the check's method
+        marked = pd.read_csv(tmp_path / "data" / "test-decorrelated" / "manifest.csv")["marker"].sum()
+        assert m["energy_images"] == min(60, marked) > 0  # the decorrelated images that carry the marker
         assert all(v is None or 0.0 <= v <= 1.0 for v in m["covid_calls"].values())
         assert (tmp_path / variant / "run.json").is_file()
     assert 0 < saved["marker_area"] < 0.1 and isinstance(saved["checks"]["passed"], bool)
+    assert set(saved["checks"]["marker_energy_ratio_by_method"]) == set(m["methods"])
+    assert saved["checks"]["marker_energy_ratio_by_method"]["gradient"] == saved["checks"]["marker_energy_ratio"]
     data = pd.read_csv(tmp_path / "data" / "train-confounded" / "manifest.csv")
     assert data.groupby("label")["marker"].mean().to_dict() == {"COVID-19": 1.0, "Normal": 0.0, "Viral Pneumonia": 0.0}
     assert all((tmp_path / f).is_file() for f in saved["figures"])

@@ -11,11 +11,13 @@ and lesions), which differ only in where the text marker is burned in
 
 Both are scored on two test sets drawn with another seed: ``correlated`` (the confounded model's
 training distribution) and ``decorrelated`` (strength 0). ``accuracy_drop`` is correlated minus
-decorrelated accuracy. On the decorrelated images, the share of the COVID-19 attribution energy
-(``robustness.cam_method`` on ``robustness.cam_layer``, for the positive class: where does the
-evidence for COVID-19 come from?) that falls on the marker's box (images with a marker) and inside
-the lungs is reported for both models, beside ``marker_area``, the share a uniform map would put
-on the box. ``covid_calls`` gives the share of images called COVID-19 with and without the marker,
+decorrelated accuracy. On ``robustness.shortcut.energy_images`` decorrelated images that carry the
+marker, the share of the COVID-19 attribution energy (``robustness.cam_method`` on
+``robustness.cam_layer``, for the positive class: where does the evidence for COVID-19 come from?)
+that falls on the marker's box and inside the lungs is reported for both models, beside
+``marker_area``, the share a uniform map would put on the box; every method of
+``robustness.shortcut.methods`` is scored on the same images, so the report also says which
+attribution methods catch the shortcut. ``covid_calls`` gives the share of images called COVID-19 with and without the marker,
 the behavioural side of the same question. :data:`CHECKS` states when the probe shows the shortcut.
 
 Output in ``out``: ``data/`` (the four phantom sets), ``confounded/`` and ``clean/`` (run
@@ -50,6 +52,7 @@ from covidxray.plots import _styled
 CHECKS = {"confounded_drop_min": 0.20, "clean_drop_max": 0.05, "marker_energy_ratio_min": 3.0}
 VARIANTS = ("confounded", "clean")
 TESTS = ("correlated", "decorrelated")
+SCORING_SECTIONS = ("evaluate", "explain", "robustness")
 
 
 def make_datasets(cfg: Config, out: Path) -> dict[str, Path]:
@@ -71,16 +74,22 @@ def make_datasets(cfg: Config, out: Path) -> dict[str, Path]:
     return {name: out / name for name in specs}
 
 
+def _training_part(cfg: Config) -> dict:
+    """The config without the sections that only change how a trained model is scored."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in SCORING_SECTIONS}
+
+
 def train_or_reuse(cfg: Config, dataset: Path, run: Path, log: Callable = print) -> Path:
     """Train on ``dataset`` into ``run`` (replacing what is there), or reuse a finished run there
-    whose config equals ``cfg`` with ``data.dataset`` set to ``dataset``."""
+    whose config equals ``cfg`` with ``data.dataset`` set to ``dataset``, apart from the sections
+    that only change the scoring (:data:`SCORING_SECTIONS`)."""
     from covidxray.train import train
 
     cfg = copy.deepcopy(cfg)
     cfg["data"]["dataset"] = str(dataset)
     meta = run / "run.json"
     if meta.is_file() and json.loads(meta.read_text()).get("status") == "finished" and \
-            load_config([run / "config.yaml"]).to_dict() == cfg.to_dict():
+            _training_part(load_config([run / "config.yaml"])) == _training_part(cfg):
         log(f"{run}: reusing the finished run trained with this config")
         return run
     if run.exists():
@@ -102,13 +111,14 @@ def load_phantom_set(folder: Path, size: int, classes: list[str]) -> dict[str, n
             "marker": np.stack([_mask(folder / p, size) for p in m["marker_mask"]])}
 
 
-def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32, target: int | None = None) -> np.ndarray:
-    """Maps of ``rc.cam_method`` on ``rc.cam_layer`` (the default layer when the model lacks it) for
-    ``target`` (None: the predicted class)."""
+def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32, target: int | None = None,
+                method: str | None = None) -> np.ndarray:
+    """Maps of ``method`` (default ``rc.cam_method``) on ``rc.cam_layer`` (the default layer when the
+    model lacks it) for ``target`` (None: the predicted class)."""
     from covidxray.explain import explain
 
     layer = rc.cam_layer if rc.cam_layer in {x.name for x in model.layers} else None
-    return explain(model, images, rc.cam_method, target=target, layer=layer, batch_size=batch_size)
+    return explain(model, images, method or rc.cam_method, target=target, layer=layer, batch_size=batch_size)
 
 
 def _rate(called: np.ndarray, group: np.ndarray) -> float | None:
@@ -124,7 +134,8 @@ def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.nd
     """Accuracy on each test set, energy shares and marker-driven COVID-19 calls on the decorrelated set.
 
     Returns:
-        ``(result, maps, probs)``: the JSON-ready result, the decorrelated maps and probabilities.
+        ``(result, maps, probs)``: the JSON-ready result, the ``robustness.cam_method`` maps of the
+        energy images (:func:`energy_indices`) and the probabilities of all decorrelated images.
     """
     from covidxray.explain_checks import energy_share
     from covidxray.predict import model_probs
@@ -135,16 +146,21 @@ def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.nd
     scored = {t: point_metrics(tests[t]["y"], probs[t], classes, cfg.positive_class, None, rc.n_boot, cfg.seed)
               for t in tests}
     dec, positive = tests["decorrelated"], classes.index(cfg.positive_class)
-    maps = attribution(model, dec["images"], rc, cfg.train.batch_size, target=positive)
     has = dec["marker"].any(axis=(1, 2))
+    sub = energy_indices(dec, rc.shortcut.energy_images)
+    energies, maps = {}, None
+    for method in dict.fromkeys([rc.cam_method, *rc.shortcut.methods]):
+        m = attribution(model, dec["images"][sub], rc, cfg.train.batch_size, target=positive, method=method)
+        energies[method] = {"marker_energy": _nanmean(energy_share(m, dec["marker"][sub])),
+                            "lung_energy": _nanmean(energy_share(m, dec["lung"][sub]))}
+        maps = m if method == rc.cam_method else maps
     covid = dec["y"] == positive
     called = probs["decorrelated"].argmax(axis=1) == positive
     result = {
         "accuracy": {t: scored[t]["accuracy"] for t in tests},
         "accuracy_ci95": {t: scored[t]["ci95"]["accuracy"] for t in tests},
         "accuracy_drop": scored["correlated"]["accuracy"] - scored["decorrelated"]["accuracy"],
-        "marker_energy": _nanmean(energy_share(maps, dec["marker"])[has]),
-        "lung_energy": _nanmean(energy_share(maps, dec["lung"])),
+        **energies[rc.cam_method], "methods": energies, "energy_images": len(sub),
         "covid_calls": {"other_class_with_marker": _rate(called, ~covid & has),
                         "other_class_without_marker": _rate(called, ~covid & ~has),
                         "covid_with_marker": _rate(called, covid & has),
@@ -153,14 +169,25 @@ def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.nd
     return result, maps, probs["decorrelated"]
 
 
+def energy_indices(test: dict, n: int) -> list[int]:
+    """The first ``n`` images of a test set that carry the marker, the classes in turn."""
+    return example_indices(test["y"], test["marker"].any(axis=(1, 2)), n)
+
+
+def _ratio(conf: dict, clean: dict) -> float | None:
+    ok = conf["marker_energy"] is not None and bool(clean["marker_energy"])
+    return conf["marker_energy"] / clean["marker_energy"] if ok else None
+
+
 def _checks(models: dict) -> dict:
     conf, clean = models["confounded"], models["clean"]
-    ok = conf["marker_energy"] is not None and bool(clean["marker_energy"])
-    ratio = conf["marker_energy"] / clean["marker_energy"] if ok else None
+    ratio = _ratio(conf, clean)
     passed = (conf["accuracy_drop"] >= CHECKS["confounded_drop_min"]
               and clean["accuracy_drop"] < CHECKS["clean_drop_max"]
               and ratio is not None and ratio >= CHECKS["marker_energy_ratio_min"])
-    return {**CHECKS, "marker_energy_ratio": ratio, "passed": bool(passed)}
+    by_method = {m: _ratio(conf["methods"][m], clean["methods"][m]) for m in conf["methods"]}
+    return {**CHECKS, "marker_energy_ratio": ratio, "marker_energy_ratio_by_method": by_method,
+            "passed": bool(passed)}
 
 
 def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print) -> dict:
@@ -174,8 +201,9 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
     Returns:
         The content of ``shortcut.json``: ``settings``, ``marker_area``, ``models`` (per variant:
         ``run``, ``train_strength``, ``accuracy`` and ``accuracy_ci95`` per test set,
-        ``accuracy_drop``, ``marker_energy``, ``lung_energy``, ``covid_calls``), ``checks``,
-        ``seconds`` and ``figures``.
+        ``accuracy_drop``, ``marker_energy`` and ``lung_energy`` of ``robustness.cam_method``,
+        ``methods`` (the same two shares per compared method), ``energy_images``, ``covid_calls``),
+        ``checks`` (with ``marker_energy_ratio_by_method``), ``seconds`` and ``figures``.
     """
     import keras
 
@@ -207,9 +235,12 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
         "marker_area": float(dec["marker"][has].mean()) if has.any() else None,
         "models": models, "checks": _checks(models),
     }
-    picks = example_indices(dec["y"], has, cfg.robustness.shortcut.figure_images)
+    sub = energy_indices(dec, cfg.robustness.shortcut.energy_images)  # the maps' images, in order
+    shown = {k: v[sub] for k, v in dec.items()}
+    picks = list(range(min(len(sub), cfg.robustness.shortcut.figure_images)))
     rc = cfg.robustness
-    plot_examples(dec, maps, probs, picks, classes, save_to=out / "shortcut_examples.png",
+    plot_examples(shown, maps, {v: p[sub] for v, p in probs.items()}, picks, classes,
+                  save_to=out / "shortcut_examples.png",
                   title=f"{rc.cam_method} ({rc.cam_layer}) for {cfg.positive_class}; cyan: marker box")
     plot_summary(report, save_to=out / "shortcut_summary.png")
     report.update(seconds=round(time.monotonic() - t0, 1), figures=["shortcut_examples.png", "shortcut_summary.png"])
@@ -229,6 +260,10 @@ def format_report(report: dict) -> str:
     ratio = "n/a" if c["marker_energy_ratio"] is None else f"{c['marker_energy_ratio']:.1f}"
     lines.append(f"marker box area {report['marker_area'] or float('nan'):.3f}; marker energy ratio {ratio}; "
                  f"shortcut shown: {c['passed']} ({report['seconds']:.0f} s)")
+    lines.append("marker energy confounded / clean, per method: " + ", ".join(
+        f"{m} {report['models']['confounded']['methods'][m]['marker_energy'] or float('nan'):.3f} / "
+        f"{report['models']['clean']['methods'][m]['marker_energy'] or float('nan'):.3f}"
+        f" ({'n/a' if r is None else f'{r:.1f}x'})" for m, r in c["marker_energy_ratio_by_method"].items()))
     return "\n".join(lines)
 
 
@@ -263,9 +298,10 @@ def plot_examples(test: dict, maps: dict[str, np.ndarray], probs: dict[str, np.n
 
 @_styled
 def plot_summary(report: dict) -> Figure:
-    """Accuracy on correlated vs decorrelated phantoms and attribution energy shares, per model."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_acc, ax_en = fig.subplots(1, 2)
+    """Accuracy on correlated vs decorrelated phantoms, energy shares of ``cam_method``, and the
+    marker energy of every compared method, per model."""
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    ax_acc, ax_en, ax_m = fig.subplots(1, 3)
     x, w = np.arange(len(VARIANTS)), 0.35
     for j, t in enumerate(TESTS):
         vals = [report["models"][v]["accuracy"][t] for v in VARIANTS]
@@ -277,7 +313,16 @@ def plot_summary(report: dict) -> Figure:
     if report["marker_area"] is not None:
         ax_en.axhline(report["marker_area"], color="grey", ls="--", lw=1, label="marker box area (uniform map)")
     ax_en.set(xticks=x, xticklabels=VARIANTS, ylim=(0, 1), ylabel="share of attribution energy",
-              title="Attribution energy (decorrelated test)")
-    for ax in (ax_acc, ax_en):
+              title=f"{report['settings']['cam_method']} energy (decorrelated test)")
+    methods = list(report["models"]["confounded"]["methods"])
+    xm = np.arange(len(methods))
+    for j, v in enumerate(VARIANTS):
+        vals = [report["models"][v]["methods"][m]["marker_energy"] or 0.0 for m in methods]
+        ax_m.bar(xm + (j - 0.5) * w, vals, w, label=f"{v} model")
+    if report["marker_area"] is not None:
+        ax_m.axhline(report["marker_area"], color="grey", ls="--", lw=1, label="marker box area")
+    ax_m.set(xticks=xm, xticklabels=methods, ylabel="share on the marker box",
+             title="Marker energy by attribution method")
+    for ax in (ax_acc, ax_en, ax_m):
         ax.legend(fontsize=8)
     return fig
