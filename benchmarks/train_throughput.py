@@ -5,8 +5,9 @@ Measures, per image size, in images/s:
                      one full pass after the cache is built (cache build time reported separately)
   idg_img_s          tf_keras ImageDataGenerator.flow_from_directory with the same augmentation
                      on the same images (the student project's approach, re-decoding every epoch)
-  model_only_img_s   InceptionV3 training steps on synthetic tensors already in memory
-  fit_img_s          our end-to-end model.fit on the pipeline
+  model_only_img_s   InceptionV3 training steps on one synthetic batch already in memory, repeated
+  fit_img_s          our end-to-end model.fit on the pipeline (same number of steps, >= --fit-steps;
+                     the two alternate twice and the best pass of each counts)
   stage1_cached_speedup  stage 1 (frozen backbone, head training for E epochs): end-to-end fit time
                      divided by (backbone features once + head fit on cached features)
   augment_ms_per_img     one batch: our augmentation on one core (OpenCV warp + lookup table on uint8)
@@ -104,7 +105,7 @@ def augment_cost(images: np.ndarray, aug: augment.Augmenter, batch: int, repeats
     return {"ours": ours, "keras_ops": theirs, "keras_ops_over_ours": theirs / ours}
 
 
-def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
+def measure(size: int, files, labels, tree, cfg, epochs: int, fit_steps: int, log) -> dict:
     import keras
 
     batch, n, k = cfg.train.batch_size, len(files), len(CLASSES)
@@ -116,8 +117,8 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     ds = data.make_dataset(images, labels, k, batch, shuffle=True, augmenter=aug)
     for _ in ds.take(2):
         pass  # warm-up
-    epochs = int(np.ceil(STEADY / n))  # steady state: at least STEADY images, as for the generator
-    out["pipeline_img_s"] = epochs * (n // batch) * batch / timed(lambda: [None for _ in ds.repeat(epochs)])
+    passes = int(np.ceil(STEADY / n))  # steady state: at least STEADY images, as for the generator
+    out["pipeline_img_s"] = passes * (n // batch) * batch / timed(lambda: [None for _ in ds.repeat(passes)])
     out["idg_img_s"] = idg_img_s(tree, size, cfg.augment, batch, n)
     out["pipeline_over_idg"] = out["pipeline_img_s"] / out["idg_img_s"]
     log(f"{size}px pipeline {out['pipeline_img_s']:.0f} img/s, IDG {out['idg_img_s']:.0f} img/s")
@@ -130,13 +131,16 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, log) -> dict:
     # model only: one synthetic batch already in memory, repeated (no input work at all)
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 1)).astype("float32")
     y = keras.utils.to_categorical(np.arange(batch) % k, k)
-    synthetic = tf.data.Dataset.from_tensors((x, y)).repeat(n // batch)
-    model.fit(synthetic.take(2), verbose=0)  # trace the train step once
-    model.fit(ds.take(2), verbose=0)
+    steps = max(fit_steps, n // batch)
+    synthetic = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+    real = ds.repeat().take(steps)
+    model.fit(synthetic.take(2), verbose=0)  # trace the train step once per input signature
+    model.fit(real.take(2), verbose=0)
     only, fit = [], []
     for _ in range(2):  # alternate, keep the best of each: a busy neighbour slows one pass, not both
-        only.append((n // batch) * batch / timed(lambda: model.fit(synthetic, epochs=1, verbose=0)))
-        fit.append((n // batch) * batch / timed(lambda: model.fit(ds, epochs=1, verbose=0)))
+        only.append(steps * batch / timed(lambda: model.fit(synthetic, epochs=1, verbose=0)))
+        fit.append(steps * batch / timed(lambda: model.fit(real, epochs=1, verbose=0)))
+    out["fit_steps"] = steps
     out["model_only_img_s"], out["fit_img_s"] = max(only), max(fit)
     out["fit_over_model_only"] = out["fit_img_s"] / out["model_only_img_s"]
     log(f"{size}px model-only {out['model_only_img_s']:.1f} img/s, fit {out['fit_img_s']:.1f} img/s")
@@ -174,6 +178,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=192, help="images (balanced over classes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[224, 299])
     ap.add_argument("--epochs", type=int, default=5, help="stage-1 epochs for the cached speed-up")
+    ap.add_argument("--fit-steps", type=int, default=20, help="training steps per model-only / fit pass")
     ap.add_argument("--out", default=str(paths.BENCHMARK_RESULTS / "train_throughput.json"))
     args = ap.parse_args(argv)
     cfg = load_config()
@@ -185,7 +190,7 @@ def main(argv=None) -> dict:
         result = {"dataset": str(root), "cpu_count": os.cpu_count(), "versions": runinfo.package_versions(),
                   "augment": cfg.augment.to_dict()}
         for size in args.sizes:
-            result[str(size)] = measure(size, files, labels, tree, cfg, args.epochs,
+            result[str(size)] = measure(size, files, labels, tree, cfg, args.epochs, args.fit_steps,
                                         lambda m: print(m, file=sys.stderr))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
