@@ -107,6 +107,7 @@ def augment_cost(images: np.ndarray, aug: augment.Augmenter, batch: int, repeats
 
 def measure(size: int, files, labels, tree, cfg, epochs: int, fit_steps: int, log) -> dict:
     import keras
+    import tensorflow as tf
 
     batch, n, k = cfg.train.batch_size, len(files), len(CLASSES)
     out: dict = {"n_images": n, "batch_size": batch}
@@ -124,15 +125,13 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, fit_steps: int, lo
     log(f"{size}px pipeline {out['pipeline_img_s']:.0f} img/s, IDG {out['idg_img_s']:.0f} img/s")
     out["augment_ms_per_img"] = augment_cost(images, aug, batch)
 
-    import tensorflow as tf
-
     model, _ = models.build_model(CLASSES, "inceptionv3", size, "none")
     model.compile(keras.optimizers.AdamW(3e-4), "categorical_crossentropy")
     # model only: one synthetic batch already in memory, repeated (no input work at all)
-    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 1)).astype("float32")
-    y = keras.utils.to_categorical(np.arange(batch) % k, k)
+    x_syn = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 1)).astype("float32")
+    y_syn = keras.utils.to_categorical(np.arange(batch) % k, k)
     steps = max(fit_steps, n // batch)
-    synthetic = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+    synthetic = tf.data.Dataset.from_tensors((x_syn, y_syn)).repeat(steps)
     real = ds.repeat().take(steps)
     model.fit(synthetic.take(2), verbose=0)  # trace the train step once per input signature
     model.fit(real.take(2), verbose=0)
@@ -149,7 +148,6 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, fit_steps: int, lo
     model.compile(keras.optimizers.AdamW(1e-3), "categorical_crossentropy")
     plain = data.make_dataset(images, labels, k, batch, shuffle=True)
     model.fit(plain.take(1), verbose=0)
-    y = keras.utils.to_categorical(labels, k)
     t_e2e = timed(lambda: model.fit(plain, epochs=epochs, verbose=0))
     feats = keras.Model(model.input, model.get_layer("gap").output)
     feats.predict(data.make_dataset(images[:batch], None, k, batch), verbose=0)
@@ -159,6 +157,8 @@ def measure(size: int, files, labels, tree, cfg, epochs: int, fit_steps: int, lo
         h = layer(h)
     head = keras.Model(head_in, h)
     head.compile(keras.optimizers.AdamW(1e-3), "categorical_crossentropy")
+
+    y = keras.utils.to_categorical(labels, k)
 
     def cached():
         f = feats.predict(data.make_dataset(images, None, k, batch), verbose=0)

@@ -17,8 +17,8 @@ marker, the share of the COVID-19 attribution energy (``robustness.cam_method`` 
 that falls on the marker's box and inside the lungs is reported for both models, beside
 ``marker_area``, the share a uniform map would put on the box; every method of
 ``robustness.shortcut.methods`` is scored on the same images, so the report also says which
-attribution methods catch the shortcut. ``covid_calls`` gives the share of images called COVID-19 with and without the marker,
-the behavioural side of the same question. :data:`CHECKS` states when the probe shows the shortcut.
+attribution methods catch the shortcut. ``covid_calls`` gives the share of images called COVID-19
+with and without the marker, the behavioural side of the same question. :data:`CHECKS` states when the probe shows the shortcut.
 
 Output in ``out``: ``data/`` (the four phantom sets), ``confounded/`` and ``clean/`` (run
 folders; a finished run trained with the same config is reused), ``shortcut.json``,
@@ -130,12 +130,16 @@ def _nanmean(x: np.ndarray) -> float | None:
     return float(np.nanmean(x)) if np.isfinite(x).any() else None
 
 
-def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.ndarray, np.ndarray]:
+def score_model(model, tests: dict[str, dict], cfg: Config, energy_images: list[int]) -> tuple[dict, ...]:
     """Accuracy on each test set, energy shares and marker-driven COVID-19 calls on the decorrelated set.
+
+    Args:
+        energy_images: Indices of the decorrelated images whose maps give the energy shares
+            (:func:`energy_indices`).
 
     Returns:
         ``(result, maps, probs)``: the JSON-ready result, the ``robustness.cam_method`` maps of the
-        energy images (:func:`energy_indices`) and the probabilities of all decorrelated images.
+        energy images and the probabilities of all decorrelated images.
     """
     from covidxray.explain_checks import energy_share
     from covidxray.predict import model_probs
@@ -147,26 +151,24 @@ def score_model(model, tests: dict[str, dict], cfg: Config) -> tuple[dict, np.nd
               for t in tests}
     dec, positive = tests["decorrelated"], classes.index(cfg.positive_class)
     has = dec["marker"].any(axis=(1, 2))
-    sub = energy_indices(dec, rc.shortcut.energy_images)
-    energies, maps = {}, None
-    for method in dict.fromkeys([rc.cam_method, *rc.shortcut.methods]):
-        m = attribution(model, dec["images"][sub], rc, cfg.train.batch_size, target=positive, method=method)
-        energies[method] = {"marker_energy": _nanmean(energy_share(m, dec["marker"][sub])),
-                            "lung_energy": _nanmean(energy_share(m, dec["lung"][sub]))}
-        maps = m if method == rc.cam_method else maps
+    images, marker, lung = (dec[k][energy_images] for k in ("images", "marker", "lung"))
+    maps = {method: attribution(model, images, rc, cfg.train.batch_size, target=positive, method=method)
+            for method in dict.fromkeys([rc.cam_method, *rc.shortcut.methods])}
+    energies = {method: {"marker_energy": _nanmean(energy_share(m, marker)),
+                         "lung_energy": _nanmean(energy_share(m, lung))} for method, m in maps.items()}
     covid = dec["y"] == positive
     called = probs["decorrelated"].argmax(axis=1) == positive
     result = {
         "accuracy": {t: scored[t]["accuracy"] for t in tests},
         "accuracy_ci95": {t: scored[t]["ci95"]["accuracy"] for t in tests},
         "accuracy_drop": scored["correlated"]["accuracy"] - scored["decorrelated"]["accuracy"],
-        **energies[rc.cam_method], "methods": energies, "energy_images": len(sub),
+        **energies[rc.cam_method], "methods": energies, "energy_images": len(energy_images),
         "covid_calls": {"other_class_with_marker": _rate(called, ~covid & has),
                         "other_class_without_marker": _rate(called, ~covid & ~has),
                         "covid_with_marker": _rate(called, covid & has),
                         "covid_without_marker": _rate(called, covid & ~has)},
     }
-    return result, maps, probs["decorrelated"]
+    return result, maps[rc.cam_method], probs["decorrelated"]
 
 
 def energy_indices(test: dict, n: int) -> list[int]:
@@ -213,18 +215,19 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
     classes, size = list(cfg.classes), cfg.model.image_size
     tests = {t: load_phantom_set(sets[f"test-{t}"], size, classes) for t in TESTS}
     strengths = {"confounded": float(cfg.robustness.shortcut.strength), "clean": 0.0}
+    dec = tests["decorrelated"]
+    sub = energy_indices(dec, cfg.robustness.shortcut.energy_images)  # the images every map is made of
     models, maps, probs = {}, {}, {}
     for variant in VARIANTS:
         variant_cfg = copy.deepcopy(cfg)
         variant_cfg["phantoms"].update(confounder="marker", confounder_strength=strengths[variant])
         run = train_or_reuse(variant_cfg, sets[f"train-{variant}"], out / variant, log)
         model, _ = runinfo.load_run(run)
-        result, maps[variant], probs[variant] = score_model(model, tests, cfg)
+        result, maps[variant], probs[variant] = score_model(model, tests, cfg, sub)
         models[variant] = {"run": str(run), "train_strength": strengths[variant], **result}
         log(f"{variant}: accuracy {models[variant]['accuracy']}, marker energy {models[variant]['marker_energy']}")
         del model
         keras.backend.clear_session()
-    dec = tests["decorrelated"]
     has = dec["marker"].any(axis=(1, 2))
     report = {
         "settings": {"n_per_class": cfg.phantoms.n_per_class, "test_per_class": cfg.robustness.shortcut.test_per_class,
@@ -235,7 +238,6 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
         "marker_area": float(dec["marker"][has].mean()) if has.any() else None,
         "models": models, "checks": _checks(models),
     }
-    sub = energy_indices(dec, cfg.robustness.shortcut.energy_images)  # the maps' images, in order
     shown = {k: v[sub] for k, v in dec.items()}
     picks = list(range(min(len(sub), cfg.robustness.shortcut.figure_images)))
     rc = cfg.robustness
