@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/phantoms
 DEMO_RUN := models/demo
+# the cxr-dev run whose plots the README shows (covidxray train --config cxr-dev-128 --out $(CXR_RUN))
+CXR_RUN ?= models/cxr-dev-128
+RESULTS := figures/results
 # two pytest workers (pytest-xdist); --dist loadfile keeps each test file on one worker, in order
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint benchmarks clean
+.PHONY: help venv demo test test-fast lint benchmarks results-figures clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,5 +49,15 @@ lint: $(STAMP) ## ruff
 benchmarks: $(STAMP) ## Run the benchmark scripts (JSON in benchmarks/results/)
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
+results-figures: ## Copy the README's plots from the run folders (after the README's commands) to figures/results
+	mkdir -p $(RESULTS)
+	cp $(CXR_RUN)/eval/test/confusion_normalized.png $(RESULTS)/cxr-dev_confusion.png
+	cp $(CXR_RUN)/eval/test/reliability.png $(RESULTS)/cxr-dev_reliability.png
+	cp $(CXR_RUN)/robustness/robustness_accuracy.png $(RESULTS)/cxr-dev_robustness_accuracy.png
+	cp $(CXR_RUN)/robustness/robustness_sensitivity_op.png $(RESULTS)/cxr-dev_robustness_sensitivity_op.png
+	cp $(CXR_RUN)/shortcut/probe.png $(RESULTS)/cxr-dev_outside_lung_probe.png
+	cp models/shortcut/shortcut_summary.png $(RESULTS)/phantom_shortcut_summary.png
+	cp $(DEMO_RUN)/interpret/test/gallery.png $(RESULTS)/demo_gallery.png
+
 clean: ## Remove generated data, runs, figures and caches (not .venv)
-	rm -rf data/phantoms data/cache models/* figures/* benchmarks/results .pytest_cache
+	rm -rf data/phantoms data/cache models/* $(filter-out figures/README.md $(RESULTS),$(wildcard figures/*)) benchmarks/results .pytest_cache

@@ -88,6 +88,20 @@ def test_report_on_a_tiny_run(tiny_run, tmp_path):
     assert blocks == ["probs", "conv2", "conv1"]  # cascading, top first
     table = interpret.format_table(rep)
     assert "conv1" in table and all(m in table for m in METHODS)
+    assert rep["ablation"] == {"skipped": "none of explain.ablation_layers ['mixed2', 'mixed5', 'mixed7'] is in "
+                                          "the model"} and "lesion ablation: skipped" in table
+
+
+def test_lesion_ablation_in_the_report(tiny_run, tmp_path):
+    rep = interpret.report(tiny_run, methods=["gradcam"], out=tmp_path,
+                           overrides=["explain.ablation_layers=[conv1, conv2, nope]"])
+    abl = rep["ablation"]
+    assert abl["images"] == 4 and abl["method"] == "gradcam"  # COVID-19 and Viral Pneumonia phantoms
+    assert [(r["layer"], r["grid"]) for r in abl["layers"]] == [("conv1", SIZE), ("conv2", SIZE // 2)]
+    assert all(r["shift_lung_energy"] > 0.8 and r["shift_pointing"] >= 0.75 for r in abl["layers"])  # the
+    # activations change where the lesions were; the untrained net's Grad-CAM does not point there
+    assert "lesion ablation on 4 phantoms" in interpret.format_table(rep)
+    assert json.loads((tmp_path / "interpret.json").read_text())["ablation"]["layers"][1]["layer"] == "conv2"
 
 
 def test_layer_argument_overrides_the_config(tiny_run, tmp_path):
@@ -142,5 +156,8 @@ def test_report_on_the_smoke_run(smoke_run, tmp_path):
     rep = interpret.report(smoke_run, out=tmp_path)
     _check_report(rep, METHODS, tmp_path)
     assert rep["layer"] == "mixed7" and rep["layer_grid"] == [3, 3]
+    abl = rep["ablation"]
+    assert [(r["layer"], r["grid"]) for r in abl["layers"]] == [("mixed2", 7), ("mixed5", 3), ("mixed7", 3)]
+    assert all(0 <= r[k] <= 1 for r in abl["layers"] for k in r if k not in ("layer", "grid"))
     blocks = [c["block"] for c in rep["methods"]["gradcam"]["sanity"]["curve"]]
     assert blocks == ["head", *(f"mixed{i}" for i in range(10, -1, -1))]

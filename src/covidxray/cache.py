@@ -45,7 +45,11 @@ def load_for_model(path: str | Path, size: int) -> np.ndarray:
     Raises:
         ImageReadError: Unreadable file, with the path and reason.
     """
-    img = read_image(path)
+    return resize_for_model(read_image(path), size)
+
+
+def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize a grayscale image to ``(size, size)`` as :func:`load_for_model` does (area when shrinking)."""
     if img.shape != (size, size):
         interp = cv2.INTER_AREA if min(img.shape) >= size else cv2.INTER_LINEAR
         img = cv2.resize(img, (size, size), interpolation=interp)

@@ -11,7 +11,10 @@ without any mask it uses all images and skips localisation) with each method of
 * faithfulness: mean deletion and insertion AUCs of the target-class probability;
 * sanity: cascading randomisation: Spearman and SSIM between the trained and the fully randomised
   model's maps, and the curve over the randomised blocks; methods whose maps barely change are flagged;
-* cost: seconds per image (after one untimed call that traces the model).
+* cost: seconds per image (after one untimed call that traces the model);
+* lesion ablation (phantoms only, :mod:`covidxray.ablation`): per layer of ``explain.ablation_layers``,
+  Grad-CAM's localisation beside that of the map of where the layer's activations change when the
+  lesions are removed from the same phantoms, and how often that flips the prediction.
 
 The ``explain:`` section of the run's ``config.yaml`` (plus ``overrides``) sizes every check. Images
 are drawn per class with the run's seed and interleaved by class, so each check's subset (the first
@@ -239,7 +242,7 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
     Returns:
         The report, also written to ``out/interpret.json`` (NaN written as null): ``layer``,
         ``layer_grid``, ``images`` (counts, accuracy), ``chance``, ``methods`` (per method
-        ``localisation``, ``faithfulness``, ``sanity`` with its ``curve``, ``cost``), ``flagged``,
+        ``localisation``, ``faithfulness``, ``sanity`` with its ``curve``, ``cost``), ``flagged``, ``ablation``,
         ``figures``, ``settings`` (the ``explain:`` section used).
     """
     from covidxray.explain import METHODS
@@ -274,6 +277,8 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
         results[m]["sanity"] = {"n_images": min(n, len(s.x)), **(rand.summary.loc[m].to_dict() if m in
                                                                   rand.summary.index else nan),
                                 "curve": curve.to_dict("records")}
+    log("lesion ablation")
+    ablation = _ablation(model, s, run, ex)
     lung_area, lesion_area = (pd.Series(a.mean(axis=(1, 2))) for a in (s.lungs, s.lesions))
     rep = {"run": str(run), "split": split, "layer": layer, "target": ex["target"], "classes": classes,
            "layer_grid": list(model.get_layer(layer).output.shape[1:3]), "image_size": meta["image_size"],
@@ -284,13 +289,34 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
            "chance": {"lung_energy": _mean(lung_area[lung_area > 0]),
                       "lesion_energy": _mean(lesion_area[lesion_area > 0]),
                       "pointing_lesion": _mean(lesion_area[lesion_area > 0])},
-           "methods": results, "flagged": rand.flagged, "settings": ex}
+           "methods": results, "flagged": rand.flagged, "ablation": ablation, "settings": ex}
     out = Path(out) if out else run / "interpret" / split
     out.mkdir(parents=True, exist_ok=True)
     pd.concat(per_image, ignore_index=True).to_csv(out / "localisation.csv", index=False)
     rep["figures"] = _figures(out, model, s, kept, faith, rand, rep, ex)
     (out / "interpret.json").write_text(json.dumps(_jsonable(rep), indent=2))
     return rep
+
+
+def _ablation(model, s: Sample, run: Path, ex: Mapping) -> dict:
+    """Grad-CAM against the activation shift, per layer of ``explain.ablation_layers``, on the sample's
+    lesion-bearing phantoms (:mod:`covidxray.ablation`); ``{"skipped": reason}`` where it cannot run."""
+    from covidxray.ablation import layer_study, lesion_twins
+    from covidxray.data import DataError
+
+    names = {lyr.name for lyr in model.layers}
+    layers = [n for n in ex["ablation_layers"] if n in names]
+    rows = s.rows[s.lesions.any(axis=(1, 2))]
+    if not layers:
+        return {"skipped": f"none of explain.ablation_layers {list(ex['ablation_layers'])} is in the model"}
+    if rows.empty or not {"seed", "difficulty", "marker", "source"} <= set(rows) or (rows["source"] != "phantom").any():
+        return {"skipped": "needs lesion-bearing phantoms (their seed, difficulty and marker in the manifest)"}
+    try:
+        twins = lesion_twins(rows, run, int(model.input_shape[1]))
+    except DataError as err:
+        return {"skipped": str(err)}
+    study = layer_study(model, twins, layers, "gradcam", ex["batch_size"])
+    return {"images": len(twins.labels), "method": "gradcam", "layers": study.to_dict("records")}
 
 
 def _jsonable(obj):
@@ -342,9 +368,16 @@ def format_table(rep: Mapping) -> str:
     chance = ", ".join(f"{TABLE_COLUMNS[k]} " + ("-" if v is None or v != v else f"{v:.3f}")
                        for k, v in rep["chance"].items())
     grid = "x".join(map(str, rep["layer_grid"]))
+    abl = rep.get("ablation") or {"skipped": "not run"}
+    abl_text = f"lesion ablation: skipped ({abl['skipped']})" if "skipped" in abl else (
+        f"lesion ablation on {abl['images']} phantoms (pointing game / energy in lungs), Grad-CAM vs where the "
+        "layer's activations change when the lesions are removed:\n" + pd.DataFrame(abl["layers"]).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}",
+            columns=["layer", "grid", "flip_rate", "gradcam_pointing", "gradcam_lung_energy", "shift_pointing",
+                     "shift_lung_energy"]))
     return (f"{rep['split']}: {im['n']} images ({im['lesion_bearing']} with lesions), model accuracy on them "
             f"{im['accuracy']:.3f}; CAM layer {rep['layer']} ({grid}); explaining the {rep['target']} class\n"
-            f"{text}\nchance (uniform map): {chance}; flagged: {', '.join(rep['flagged']) or 'none'}")
+            f"{text}\nchance (uniform map): {chance}; flagged: {', '.join(rep['flagged']) or 'none'}\n{abl_text}")
 
 
 @_styled

@@ -187,7 +187,7 @@ def _draw_marker(rng: np.random.Generator, image: np.ndarray, lung_mask: np.ndar
 
 
 def make_phantom(rng: np.random.Generator, label: str, size: int = 256, difficulty: float = 1.0,
-                 marker: bool = False) -> Phantom:
+                 marker: bool = False, draw_lesions: bool = True) -> Phantom:
     """Draw one synthetic chest radiograph.
 
     The random draws for anatomy, lesions and acquisition come before the marker's, so the
@@ -199,6 +199,9 @@ def make_phantom(rng: np.random.Generator, label: str, size: int = 256, difficul
         size: Side in pixels (64 to 1024).
         difficulty: Lesion contrast divisor, > 0 (amplitude = base / difficulty).
         marker: Burn in a text marker (``L``, ``R``, ``PORT``...) in a corner outside the lungs.
+        draw_lesions: False leaves the lesions out of the image but still draws them (same random
+            draws) into ``lesion_mask``: the same generator state then gives the lesion-free twin of
+            the image, for ablation checks.
 
     Returns:
         The :class:`Phantom`.
@@ -217,6 +220,7 @@ def make_phantom(rng: np.random.Generator, label: str, size: int = 256, difficul
     if label in _LESIONS:
         layer, lesion, n_lesions = _LESIONS[label](rng, anat, size)
         lesion &= lung
+        layer = layer if draw_lesions else np.zeros_like(layer)
         inner = np.clip(2 * cv2.GaussianBlur(lung.astype(np.float32), (0, 0), 0.008 * size) - 1, 0, 1)
         density = density + (_BASE_AMPLITUDE[label] / difficulty) * layer * inner
 
