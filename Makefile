@@ -54,10 +54,10 @@ results-figures: ## Copy the README's plots from the run folders (after the READ
 	cp $(CXR_RUN)/eval/test/confusion_normalized.png $(RESULTS)/cxr-dev_confusion.png
 	cp $(CXR_RUN)/eval/test/reliability.png $(RESULTS)/cxr-dev_reliability.png
 	cp $(CXR_RUN)/robustness/robustness_accuracy.png $(RESULTS)/cxr-dev_robustness_accuracy.png
-	cp $(CXR_RUN)/robustness/robustness_sensitivity_op.png $(RESULTS)/cxr-dev_robustness_sensitivity_op.png
 	cp $(CXR_RUN)/shortcut/probe.png $(RESULTS)/cxr-dev_outside_lung_probe.png
 	cp models/shortcut/shortcut_summary.png $(RESULTS)/phantom_shortcut_summary.png
-	cp $(DEMO_RUN)/interpret/test/gallery.png $(RESULTS)/demo_gallery.png
+	cp $(DEMO_RUN)/interpret/test/localisation.png $(RESULTS)/demo_localisation.png
+	cp $(DEMO_RUN)/interpret/test/randomization.png $(RESULTS)/demo_randomization.png
 
 clean: ## Remove generated data, runs, figures and caches (not .venv)
 	rm -rf data/phantoms data/cache models/* $(filter-out figures/README.md $(RESULTS),$(wildcard figures/*)) benchmarks/results .pytest_cache
