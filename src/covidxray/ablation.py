@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
 
-from covidxray.cache import resize_for_model
+from covidxray.cache import resize_for_model, resize_mask
 from covidxray.data import DataError
 from covidxray.imageio import read_image
 
@@ -57,10 +56,6 @@ def _index(path: str) -> int:
     return int(match.group(1))
 
 
-def _mask(mask: np.ndarray, size: int) -> np.ndarray:
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
-
-
 def lesion_twins(manifest: pd.DataFrame, root: str | Path, size: int) -> Twins:
     """Regenerate the lesion-bearing phantoms of ``manifest`` with and without their lesions.
 
@@ -86,9 +81,9 @@ def lesion_twins(manifest: pd.DataFrame, root: str | Path, size: int) -> Twins:
     for row in rows.itertuples():
         path = Path(root) / row.path
         on_disk = read_image(path)
-        drawn = []
+        drawn, index = [], _index(row.path)
         for lesions in (True, False):
-            rng, _ = image_rng(int(row.seed), row.label, _index(row.path))
+            rng, _ = image_rng(int(row.seed), row.label, index)
             drawn.append(make_phantom(rng, row.label, on_disk.shape[0], float(row.difficulty), bool(row.marker),
                                       draw_lesions=lesions))
         if not np.array_equal(drawn[0].image, on_disk):
@@ -96,8 +91,8 @@ def lesion_twins(manifest: pd.DataFrame, root: str | Path, size: int) -> Twins:
                             "version, or edited); regenerate the dataset with `covidxray phantoms`")
         out["with"].append(resize_for_model(on_disk, size))
         out["without"].append(resize_for_model(drawn[1].image, size))
-        out["lungs"].append(_mask(drawn[0].lung_mask, size))
-        out["lesions"].append(_mask(drawn[0].lesion_mask, size))
+        out["lungs"].append(resize_mask(drawn[0].lung_mask, size))
+        out["lesions"].append(resize_mask(drawn[0].lesion_mask, size))
     return Twins(np.stack(out["with"]), np.stack(out["without"]), np.stack(out["lungs"]),
                  np.stack(out["lesions"]), rows["label"].tolist())
 

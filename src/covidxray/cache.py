@@ -48,6 +48,11 @@ def load_for_model(path: str | Path, size: int) -> np.ndarray:
     return resize_for_model(read_image(path), size)
 
 
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask at model size: ``(size, size)`` bool, nearest neighbour (no blending across the boundary)."""
+    return cv2.resize(np.asarray(mask).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+
+
 def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
     """Resize a grayscale image to ``(size, size)`` as :func:`load_for_model` does (area when shrinking)."""
     if img.shape != (size, size):

@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -92,13 +91,13 @@ def select_images(table: pd.DataFrame, classes: Sequence[str], n_per_class: int,
 
 def _masks(paths: Sequence[str], size: int, base: Path) -> np.ndarray:
     """Masks at model size (nearest neighbour); an empty path gives an all-False mask."""
+    from covidxray.cache import resize_mask
     from covidxray.imageio import read_mask
 
     out = np.zeros((len(paths), size, size), bool)
     for i, p in enumerate(paths):
         if p:
-            m = read_mask(p if Path(p).is_absolute() else base / p).astype(np.uint8)
-            out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+            out[i] = resize_mask(read_mask(p if Path(p).is_absolute() else base / p), size)
     return out
 
 

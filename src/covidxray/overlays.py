@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -172,11 +171,12 @@ def mask_table(csvs: Sequence[str | Path]) -> dict[str, dict[str, str]]:
 
 
 def _mask(path: str, size: int) -> np.ndarray | None:
+    from covidxray.cache import resize_mask
     from covidxray.imageio import read_mask
 
     if not path:
         return None
-    return cv2.resize(read_mask(path).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    return resize_mask(read_mask(path), size)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def outside_regions(table: pd.DataFrame, size: int, border: float) -> tuple[np.n
         ``(regions, from_mask)``: ``(N, size, size)`` bool (outside the lung mask where the table's
         ``lung_mask`` names a readable file, else :func:`border_mask`) and ``(N,)`` bool.
     """
-    import cv2
+    from covidxray.cache import resize_mask
 
     band = border_mask(size, border)
     files = table["lung_mask"] if "lung_mask" in table else pd.Series([""] * len(table))
@@ -65,7 +65,7 @@ def outside_regions(table: pd.DataFrame, size: int, border: float) -> tuple[np.n
     for f in files.fillna(""):
         lung = read_mask(f) if f and Path(f).is_file() else None
         if lung is not None:
-            lung = cv2.resize(lung.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+            lung = resize_mask(lung, size)
         regions.append(band if lung is None else ~lung)
         from_mask.append(lung is not None)
     return np.stack(regions), np.array(from_mask)

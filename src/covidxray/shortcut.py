@@ -35,13 +35,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from covidxray import paths, runinfo
-from covidxray.cache import load_for_model
+from covidxray.cache import load_for_model, resize_mask
 from covidxray.config import Config, load_config
 from covidxray.imageio import read_mask
 from covidxray.plots import _styled
@@ -98,17 +97,13 @@ def train_or_reuse(cfg: Config, dataset: Path, run: Path, log: Callable = print)
     return train(cfg, dataset=dataset, out=run, log=log)
 
 
-def _mask(path: Path, size: int) -> np.ndarray:
-    return cv2.resize(read_mask(path).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
-
-
 def load_phantom_set(folder: Path, size: int, classes: list[str]) -> dict[str, np.ndarray]:
     """Model inputs, labels, lung masks and marker masks of a generated phantom set, at ``size``."""
     m = pd.read_csv(folder / "manifest.csv", keep_default_na=False)
     return {"images": np.stack([load_for_model(folder / p, size) for p in m["path"]]),
             "y": np.array([classes.index(c) for c in m["label"]]),
-            "lung": np.stack([_mask(folder / p, size) for p in m["lung_mask"]]),
-            "marker": np.stack([_mask(folder / p, size) for p in m["marker_mask"]])}
+            "lung": np.stack([resize_mask(read_mask(folder / p), size) for p in m["lung_mask"]]),
+            "marker": np.stack([resize_mask(read_mask(folder / p), size) for p in m["marker_mask"]])}
 
 
 def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32, target: int | None = None,
