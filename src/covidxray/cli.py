@@ -34,15 +34,9 @@ def _echo(msg: str) -> None:
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
-    from covidxray.config import ConfigError
-    from covidxray.data import DataError
-    from covidxray.datasets import DownloadError
-    from covidxray.errors import UsageError, WeightsError
-    from covidxray.imageio import ImageReadError
-    from covidxray.runinfo import RunError
+    from covidxray.errors import CovidxrayError
 
-    return (ConfigError, DataError, DownloadError, ImageReadError, RunError, UsageError, WeightsError,
-            FileNotFoundError, FileExistsError)
+    return (CovidxrayError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
 def command(name: str | None = None):

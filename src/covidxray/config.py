@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 
 from covidxray import paths
+from covidxray.errors import CovidxrayError
 
 
-class ConfigError(ValueError):
+class ConfigError(CovidxrayError, ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from covidxray.errors import CovidxrayError
+
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(CovidxrayError, ValueError):
     """The dataset cannot be used as given (no images, missing classes, bad splits file)."""
 
 

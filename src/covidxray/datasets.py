@@ -11,11 +11,13 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from covidxray.errors import CovidxrayError
+
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(CovidxrayError, RuntimeError):
     """The dataset could not be downloaded or unpacked; the message says what to do instead."""
 
 

@@ -1,9 +1,26 @@
-"""Error types that the CLI turns into one clear line (importable without TensorFlow)."""
+"""Error types that the CLI turns into one clear line (importable without TensorFlow).
+
+Every error the package raises on purpose derives from :class:`CovidxrayError`, so the CLI (and a
+notebook) can tell "bad input, here is why" from a bug. Modules may define their own subclasses
+(``config.ConfigError``, ``imageio.ImageReadError``, ...), always with this base.
+"""
 
 
-class WeightsError(RuntimeError):
+class CovidxrayError(Exception):
+    """Base of every error the package raises on purpose: its message is one line naming the problem."""
+
+
+class WeightsError(CovidxrayError, RuntimeError):
     """Backbone weights could not be obtained (offline, missing or mismatching file)."""
 
 
-class UsageError(ValueError):
+class UsageError(CovidxrayError, ValueError):
     """An option the command cannot use: unknown method, layer, corruption or class, empty selection."""
+
+
+class DiskSpaceError(CovidxrayError, OSError):
+    """Not enough free disk space for a write; nothing was written."""
+
+
+class RunLockedError(CovidxrayError, RuntimeError):
+    """Another process holds the run folder (training or resuming it)."""

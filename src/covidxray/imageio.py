@@ -31,13 +31,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from covidxray.errors import CovidxrayError
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated PNG/JPEG must raise, not pad
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 _HIGH_BIT_MODES = ("I", "F")  # plus every "I;16*" mode
 
 
-class ImageReadError(Exception):
+class ImageReadError(CovidxrayError):
     """An image file that cannot be used, with its path and a short reason.
 
     Attributes:

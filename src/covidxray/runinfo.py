@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from covidxray import paths
+from covidxray.errors import CovidxrayError
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless",
             "pillow", "pydicom", "imagehash", "tf-keras-vis", "matplotlib")
 
 
-class RunError(ValueError):
+class RunError(CovidxrayError, ValueError):
     """A run folder is incomplete or does not match what is asked of it."""
 
 
