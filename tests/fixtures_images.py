@@ -170,7 +170,7 @@ def write_dicom_no_pixels(path: Path) -> Path:
 
 
 def write_dicom_jpegls(path: Path) -> Path:
-    """DICOM declaring JPEG-LS compression (no decoder installed) with junk data."""
+    """DICOM declaring JPEG-LS compression with junk data (pylibjpeg-libjpeg is tried and fails)."""
     write_dicom(path, dicom_ramp())
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless
@@ -236,7 +236,7 @@ KINDS = {
     "rescaled.dcm": (write_dicom_rescaled, "ok"),
     "dicom_no_extension.dat": (write_dicom_windowed, "ok"),
     "no_pixels.dcm": (write_dicom_no_pixels, "DICOM without pixel data"),
-    "jpegls.dcm": (write_dicom_jpegls, "unsupported DICOM transfer syntax"),
+    "jpegls.dcm": (write_dicom_jpegls, "cannot decode JPEG-LS Lossless Image Compression pixel data"),
     "truncated.png": (write_truncated_png, "truncated or corrupt"),
     "truncated.jpg": (write_truncated_jpeg, "truncated or corrupt"),
     "empty.png": (write_zero_byte, "zero-byte file"),
@@ -261,3 +261,21 @@ def write_bad_input_folder(folder: str | Path) -> dict[str, str]:
     for name, (writer, _) in KINDS.items():
         writer(folder / name)
     return {name: expected for name, (_, expected) in KINDS.items()}
+
+
+def write_noise_png(path: str | Path, seed: int, size: int = 40) -> Path:
+    """Write a distinct random gray PNG (noise: no two seeds are near duplicates)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size), dtype=np.uint8)).save(path)
+    return path
+
+
+def write_class_folders(root: str | Path, n_per_class: int, seed: int = 0,
+                        classes: tuple[str, ...] = ("COVID-19", "Normal", "Viral Pneumonia")) -> Path:
+    """``root/<class>/<class-slug>-<i>.png``: ``n_per_class`` distinct noise PNGs per class."""
+    root = Path(root)
+    for c, cls in enumerate(classes):
+        for i in range(n_per_class):
+            write_noise_png(root / cls / f"{cls.split()[0].lower()}-{i:03d}.png", seed + 1000 * c + i)
+    return root

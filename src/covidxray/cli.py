@@ -67,11 +67,15 @@ def phantoms(
     workers: Annotated[int, typer.Option(help="Processes.")] = 1,
 ) -> None:
     """Generate synthetic chest radiographs with lung and lesion masks."""
+    from covidxray.errors import UsageError
     from covidxray.phantoms import generate_dataset
 
-    df = generate_dataset(out, n_per_class=n_per_class, size=size, seed=seed, difficulty=difficulty,
-                          confounder=None if confounder == "none" else confounder,
-                          confounder_strength=confounder_strength, workers=workers)
+    try:
+        df = generate_dataset(out, n_per_class=n_per_class, size=size, seed=seed, difficulty=difficulty,
+                              confounder=None if confounder == "none" else confounder,
+                              confounder_strength=confounder_strength, workers=workers)
+    except ValueError as err:  # the generator's argument checks (size 64..1024, counts, strength)
+        raise UsageError(f"phantoms: {err}") from None
     counts = df["label"].value_counts().sort_index()
     _echo(f"wrote {len(df)} phantoms to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -96,18 +100,29 @@ def index(
     set_: SetOpt = None,
 ) -> None:
     """Find images and labels in any supported layout; quarantine unreadable files with a reason."""
-    from covidxray.discover import discover, summarize
+    from covidxray.atomic import write_csv
+    from covidxray.discover import INDEX_WRITER, discover, manifest_source, summarize
+    from covidxray.errors import UsageError
+    from covidxray.tables import shown, write_table
 
     cfg = _cfg(config, set_)
-    found = discover(data, classes=cfg.classes, min_size=cfg.data.min_size, workers=cfg.data.workers)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    found.manifest.to_csv(output, index=False)
+    qpath = output.with_name(output.stem + ".quarantine.csv")
+    if output.is_dir():  # checked before the scan, which can take long
+        raise IsADirectoryError(f"-o {shown(output)} is a folder; give the manifest CSV to write")
+    src = manifest_source(data, cfg.classes)
+    if src is not None:
+        for target in (output, qpath):
+            if target.exists() and target.resolve() == src.resolve():
+                raise UsageError(f"-o {shown(output)} would overwrite the input manifest {shown(src)}; "
+                                 "write the new manifest elsewhere")
+    found = discover(data, classes=cfg.classes, min_size=cfg.data.min_size, workers=cfg.data.workers,
+                     near_dup_threshold=cfg.data.near_dup_threshold)
+    write_table(found.manifest, output, INDEX_WRITER)
     _echo(summarize(found))
-    _echo(f"manifest: {output} ({len(found.manifest)} images)")
+    _echo(f"manifest: {shown(output)} ({len(found.manifest)} images)")
     if len(found.quarantine):
-        qpath = output.with_name(output.stem + ".quarantine.csv")
-        found.quarantine.to_csv(qpath, index=False)
-        _echo(f"quarantine report: {qpath} ({len(found.quarantine)} files)")
+        write_csv(found.quarantine, qpath)
+        _echo(f"quarantine report: {shown(qpath)} ({len(found.quarantine)} files)")
     if found.manifest.empty:
         _echo("error: no usable images found")
         raise typer.Exit(1)
@@ -122,19 +137,43 @@ def split_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     near_dup_threshold: Annotated[int | None, typer.Option(
         help="Largest phash distance of near-duplicates (default: 1/16 of the bits, 16 of 256).")] = None,
+    allow_empty: Annotated[bool, typer.Option(
+        help="Accept a split that gets no image of some class (tiny data sets).")] = False,
 ) -> None:
-    """Stratified train/val/test split that keeps patients and duplicate groups together."""
-    import pandas as pd
+    """Stratified train/val/test split that keeps patients and duplicate groups together.
 
+    Relative paths in MANIFEST are relative to its folder; OUTPUT gets absolute paths. Hash columns
+    are used only from a manifest `covidxray index` wrote unchanged; otherwise they are recomputed.
+    """
+    from covidxray import DEFAULT_CLASSES
+    from covidxray.errors import UsageError
+    from covidxray.integrity import split_warnings
     from covidxray.split import check_leakage, duplicate_stats, format_summary, make_splits, split_summary
+    from covidxray.tables import read_table, shown, write_table
 
-    df = make_splits(pd.read_csv(manifest, keep_default_na=False, dtype={"patient_id": str}),
-                     val=val, test=test, seed=seed, near_dup_threshold=near_dup_threshold)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(output, index=False)
-    report = check_leakage(df)
-    _echo(format_summary(split_summary(df), report, duplicate_stats(df)))
-    _echo(f"splits: {output}")
+    if output.is_dir():
+        raise IsADirectoryError(f"-o {shown(output)} is a folder; give the splits CSV to write")
+    if output.exists() and manifest.exists() and output.resolve() == manifest.resolve():
+        raise UsageError(f"-o {shown(output)} would overwrite the input manifest; write the splits elsewhere")
+    table = read_table(manifest, ("path", "label"), "manifest", dtype={"patient_id": str},
+                       nonempty=("path", "label"))
+    for warning in table.warnings:
+        _echo(f"warning: {warning}")
+    df = table.df
+    base = manifest.absolute().parent
+    for col in ("path", "lung_mask", "lesion_mask"):
+        if col in df:
+            df[col] = [os.path.normpath(base / p) if p and not os.path.isabs(p) else p for p in df[col].astype(str)]
+    if not table.verified:  # another tool's (or an edited) sha1/phash may be stale: recompute
+        df = df.drop(columns=[c for c in ("sha1", "phash") if c in df])
+    df = make_splits(df, val=val, test=test, seed=seed, near_dup_threshold=near_dup_threshold,
+                     allow_empty=allow_empty)
+    write_table(df, output, "covidxray split")
+    report = check_leakage(df, near_dup_threshold)
+    _echo(format_summary(split_summary(df), report, duplicate_stats(df, near_dup_threshold)))
+    for warning in split_warnings(df, val, test, DEFAULT_CLASSES):
+        _echo(f"warning: {warning}")
+    _echo(f"splits: {shown(output)}")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -1,13 +1,17 @@
 """Configuration: ``configs/default.yaml`` is the schema, overlays and ``--set`` change values.
 
 A key that the default does not define is an error (with a suggestion), and so is a value of
-the wrong type, so a typo never silently falls back to a default.
+the wrong type, so a typo never silently falls back to a default. YAML 1.1 reads ``1e-3`` (no
+dot) as a string; where the default is a float such a string is read as the number, in files and
+in ``--set``. Values are range-checked after merging (:data:`RANGES`, unique classes).
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,31 @@ from typing import Any
 import yaml
 
 from covidxray import paths
+from covidxray.atomic import write_text
 from covidxray.errors import CovidxrayError
+
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+#: (low, high, low inclusive, high inclusive) per dotted key; None = unbounded.
+RANGES = {
+    "data.val": (0.0, 1.0, True, False),
+    "data.test": (0.0, 1.0, True, False),
+    "data.near_dup_threshold": (0, None, True, True),
+    "data.min_size": (1, None, True, True),
+    "data.workers": (1, None, True, True),
+    "phantoms.n_per_class": (0, None, True, True),
+    "phantoms.size": (64, 1024, True, True),
+    "phantoms.difficulty": (0.0, None, False, True),
+    "phantoms.confounder_strength": (0.0, 1.0, True, True),
+    "model.image_size": (32, None, True, True),
+    "train.batch_size": (1, None, True, True),
+    "train.epochs": (0, None, True, True),
+    "train.lr": (0.0, None, False, True),
+    "train.patience": (0, None, True, True),
+    "train.label_smoothing": (0.0, 1.0, True, False),
+    "evaluate.n_boot": (0, None, True, True),
+    "evaluate.target_sensitivity": (0.0, 1.0, False, True),
+}
 
 
 class ConfigError(CovidxrayError, ValueError):
@@ -36,8 +64,8 @@ class Config(dict):
         return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
 
     def dump(self, path: str | Path) -> None:
-        """Write the resolved config as YAML."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the resolved config as YAML (atomically)."""
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def _wrap(d: Mapping) -> Config:
@@ -62,6 +90,8 @@ def _check_type(key: str, default: Any, value: Any, origin: str) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1: 1e-3 is a string
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, list):
@@ -75,6 +105,32 @@ def _check_type(key: str, default: Any, value: Any, origin: str) -> Any:
             f"got {type(value).__name__} {value!r}"
         )
     return value
+
+
+def _check_ranges(cfg: Mapping) -> None:
+    """Refuse values outside :data:`RANGES`, NaN floats, and repeated classes or none."""
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        section, name = key.split(".")
+        value = cfg.get(section, {}).get(name)
+        if value is None:
+            continue
+        bad = isinstance(value, float) and math.isnan(value)
+        bad = bad or (lo is not None and (value < lo if lo_in else value <= lo))
+        bad = bad or (hi is not None and (value > hi if hi_in else value >= hi))
+        if bad:
+            rng = (f"{'[' if lo_in else '('}{lo if lo is not None else '-inf'}, "
+                   f"{hi if hi is not None else 'inf'}{']' if hi_in else ')'}")
+            raise ConfigError(f"'{key}' must be in {rng}, got {value!r}")
+    data = cfg.get("data", {})
+    if data.get("val", 0) + data.get("test", 0) >= 1:
+        raise ConfigError(f"data.val + data.test must be < 1 so train is not empty, got "
+                          f"{data.get('val')} + {data.get('test')}")
+    classes = [str(c) for c in cfg.get("classes", [])]
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"'classes' names {', '.join(repeated)} more than once: {classes}")
+    if not classes:
+        raise ConfigError("'classes' is empty")
 
 
 def _merge(base: dict, update: Mapping, origin: str, prefix: str = "") -> None:
@@ -125,7 +181,8 @@ def load_config(
         The resolved, validated :class:`Config`.
 
     Raises:
-        ConfigError: Unknown key or wrong type, naming the key and where it came from.
+        ConfigError: Unknown key, wrong type (naming the key and where it came from), or a value out
+            of range.
     """
     base_path = Path(base) if base else paths.DEFAULT_CONFIG
     cfg = _read_yaml(base_path)
@@ -136,4 +193,5 @@ def load_config(
         _merge(cfg, _read_yaml(path), str(path))
     for item in overrides:
         _merge(cfg, parse_override(item), f"--set {item}")
+    _check_ranges(cfg)
     return _wrap(cfg)

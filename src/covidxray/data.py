@@ -28,25 +28,34 @@ def is_splits_file(path: str | Path) -> bool:
     p = Path(path)
     if p.suffix.lower() != ".csv" or not p.is_file():
         return False
-    cols = pd.read_csv(p, nrows=0).columns
+    try:
+        cols = pd.read_csv(p, nrows=0, encoding_errors="surrogateescape").columns
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return False  # not a splits file; the manifest reader names the problem
     return {"path", "label", "split"} <= set(cols)
 
 
 def read_splits(path: str | Path, classes: Sequence[str]) -> pd.DataFrame:
     """Read and validate a splits CSV (paths relative to the file are made absolute).
 
+    The file is checked by :func:`covidxray.tables.read_table`: a truncated one (rows or fields
+    missing, or fewer rows than its sidecar records) is refused.
+
     Args:
         path: The splits CSV.
         classes: The configured class order; every label must be one of them.
 
     Returns:
-        The table, with absolute paths.
+        The table, with absolute paths; ``df.attrs["verified"]`` tells whether the package wrote it
+        unchanged (its hash columns can be trusted).
     """
+    from covidxray.tables import read_table
+
     p = Path(path)
-    df = pd.read_csv(p, keep_default_na=False, dtype={"patient_id": str})
-    missing = {"path", "label", "split"} - set(df.columns)
-    if missing:
-        raise DataError(f"{p}: splits file lacks columns {sorted(missing)}")
+    table = read_table(p, ("path", "label", "split"), "splits file", dtype={"patient_id": str},
+                       nonempty=("path", "label", "split"))
+    df = table.df
+    df.attrs["verified"] = table.verified
     bad_split = sorted(set(df["split"]) - set(SPLITS))
     if bad_split:
         raise DataError(f"{p}: unknown split names {bad_split} (expected {list(SPLITS)})")
@@ -69,28 +78,35 @@ def prepare_splits(cfg: Mapping, dataset: str | Path, out_dir: Path, log=print) 
     Returns:
         The splits table (columns include path, label, split).
     """
-    from covidxray import discover, split
+    from covidxray import atomic, discover, split, tables
 
     classes = list(cfg["classes"])
     dataset = Path(dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = cfg["data"]["near_dup_threshold"]
     if is_splits_file(dataset):
         df = read_splits(dataset, classes)
-        log(f"using the splits in {dataset}")
+        log(f"using the splits in {dataset}; checking them for leakage (hashes recomputed from the images)")
+        # the file's own sha1/phash columns may be stale: recompute them, then refuse any leak
+        leak = split.check_leakage(df, threshold, recompute=True)
+        if not leak.ok:
+            shown = "; ".join(tables.shown(d) for d in leak.details[:3])
+            raise DataError(f"{dataset}: splits leak between train/val/test ({len(leak.details)} finding(s): "
+                            f"{shown}{'; ...' if len(leak.details) > 3 else ''}); re-split with covidxray split")
     else:
         found = discover.discover(dataset, classes=classes, min_size=cfg["data"]["min_size"],
-                                  workers=cfg["data"]["workers"])
+                                  workers=cfg["data"]["workers"], near_dup_threshold=threshold)
         log(discover.summarize(found))
         if len(found.quarantine):
-            found.quarantine.to_csv(out_dir / "quarantine.csv", index=False)
+            atomic.write_csv(found.quarantine, out_dir / "quarantine.csv")
             log(f"{len(found.quarantine)} files quarantined: see {out_dir / 'quarantine.csv'}")
         df = split.make_splits(found.manifest, val=cfg["data"]["val"], test=cfg["data"]["test"],
-                               seed=cfg["seed"], near_dup_threshold=cfg["data"]["near_dup_threshold"])
+                               seed=cfg["seed"], near_dup_threshold=threshold)
         log(split.format_summary(split.split_summary(df), split.check_leakage(df)))
     empty = [c for c in classes if not ((df["label"] == c) & (df["split"] == "train")).any()]
     if empty:
         raise DataError(f"{dataset}: no training images for classes {empty}")
-    df.to_csv(out_dir / "splits.csv", index=False)
+    tables.write_table(df, out_dir / "splits.csv", "covidxray train")
     return df
 
 

@@ -8,7 +8,10 @@ Layouts (auto-detected, reported in ``Discovery.layout``):
   used as ``source`` when ``source`` is absent) and any extra columns, which are
   kept (those clashing with computed columns get a ``csv_`` prefix, and are
   dropped when equal to the recomputed values). Relative
-  paths are relative to the CSV's folder.
+  paths are relative to the CSV's folder. A ``manifest.csv`` that ``covidxray index`` wrote into
+  a folder with class folders does not make it a csv-manifest folder: the folders are read (new
+  images count), and the manifest is listed in ``ignored``. Whenever a manifest is read, image
+  files on disk that it does not list are listed in ``ignored`` and counted by :func:`summarize`.
 * ``radiography-v4``: COVID-19 Radiography Database v4, ``<class>/images`` with
   lung masks of the same file name in ``<class>/masks``.
 * ``class-folders``: v1/v2 layout, images directly in ``<class>/``.
@@ -20,14 +23,16 @@ looked through, and files in ``masks`` folders are only used as masks. Nothing i
 dropped silently: files with another or unknown label, non-images and unreadable
 images go to ``quarantine`` with a reason; metadata files (``*.csv``, ``*.txt``,
 ``*.md``, ``*.xlsx``, ...) outside class folders and masks without an image are
-listed in ``ignored``.
+listed in ``ignored``. Symlinked folders are followed, each real folder once (a loop or a second
+link to one folder is listed in ``ignored``). One image (exact or near duplicate) with two labels,
+and one manifest path listed with two labels, put every copy in ``quarantine``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -36,7 +41,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from covidxray.data import DataError
 from covidxray.imageio import ImageReadError, image_hash, read_image, sniff_format
+from covidxray.integrity import describe_conflict, label_conflicts
+from covidxray.tables import TableError, read_meta, read_table, shown
 
 DEFAULT_CLASSES = ("COVID-19", "Normal", "Viral Pneumonia")
 LABEL_ALIASES = {
@@ -52,6 +60,9 @@ IMAGE_DIRS = {"images", "image", "imgs"}
 MASK_DIRS = {"masks", "mask", "lung masks"}
 BASE_COLUMNS = ["path", "label", "patient_id", "source", "lung_mask", "lesion_mask"]
 COMPUTED_COLUMNS = ["height", "width", "sha1", "phash"]
+INDEX_WRITER = "covidxray index"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom", ".webp"}
+UNLISTED = "image file not listed in the manifest"
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Discovery:
         layout: Detected layout name.
         ignored: Metadata files and unused masks, columns ``path,reason``.
         classes: The configured classes.
+        manifest_csv: The manifest read (csv-manifest layout), else "".
     """
 
     manifest: pd.DataFrame
@@ -73,6 +85,7 @@ class Discovery:
     layout: str
     ignored: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
     classes: tuple[str, ...] = DEFAULT_CLASSES
+    manifest_csv: str = ""
 
 
 def _norm(name: str) -> str:
@@ -119,13 +132,41 @@ def _row(path: str, label: str, **values: str) -> dict:
     return row
 
 
+def _walk(root: Path, skipped: list) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` in sorted order that follows symlinked folders, each real folder once.
+
+    A folder reached again (a symlink loop, or a second link to one folder) is not entered and is
+    appended to ``skipped`` as ``(path, reason)``.
+    """
+    def key(p: str) -> tuple[int, int]:
+        st = os.stat(p)
+        return st.st_dev, st.st_ino
+
+    seen = {key(str(root)): str(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            try:
+                k = key(full)
+            except OSError as err:
+                skipped.append((full, f"unreadable folder: {err.strerror}"))
+                continue
+            if k in seen:
+                skipped.append((full, f"symlinked folder already read as {seen[k]} (loop or second link)"))
+                continue
+            seen[k] = full
+            keep.append(d)
+        dirnames[:] = keep
+        yield dirpath, dirnames, filenames
+
+
 def _scan_folders(root: Path, classes: Sequence[str]) -> tuple[list[dict], list, list]:
     """Collect labelled image candidates from a folder-per-class tree."""
     rows, quarantine, ignored = [], [], []
     walked, all_masks = [], []
     masks: dict[tuple[str, str], str] = {}  # (folder holding masks/, file name or stem) -> mask
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, _, filenames in _walk(root, ignored):
         parts = Path(dirpath).relative_to(root).parts
         in_masks = [i for i, p in enumerate(parts) if _norm(p) in MASK_DIRS]
         if not in_masks:
@@ -168,25 +209,25 @@ def _resolve(base: str, value: str) -> str:
 
 
 def _read_manifest(csv_path: Path, classes: Sequence[str]) -> tuple[list[dict], list, list, list[str]]:
-    """Collect labelled image candidates from a CSV manifest."""
-    try:
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{csv_path}: cannot read manifest: {err}") from None
-    missing = [c for c in ("path", "label") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: manifest lacks column(s) {', '.join(missing)}")
+    """Collect labelled image candidates from a CSV manifest (one path with two labels: quarantined)."""
+    df = read_table(csv_path, ("path", "label"), "manifest").df
     if "source" not in df.columns and "source_repo" in df.columns:
         df = df.rename(columns={"source_repo": "source"})
     df = df.rename(columns={c: f"csv_{c}" for c in COMPUTED_COLUMNS if c in df.columns})
     extras = [c for c in df.columns if c not in BASE_COLUMNS]
     base = os.path.abspath(csv_path.parent)
     rows, quarantine, ignored, seen = [], [], [], set()
+    labels_of: dict[str, set] = {}
+    for rec in df.to_dict("records"):
+        labels_of.setdefault(_resolve(base, rec["path"]), set()).add(canonical_label(rec["label"], classes)
+                                                                     or rec["label"].strip())
     for rec in df.to_dict("records"):
         path = _resolve(base, rec["path"])
         label, reason = _label_reason(rec["label"], classes)
         if not path:
             quarantine.append((f"{csv_path} (row without path)", "empty path in manifest"))
+        elif len(labels_of[path]) > 1:
+            quarantine.append((path, f"conflicting labels: manifest rows give {', '.join(sorted(labels_of[path]))}"))
         elif path in seen:
             quarantine.append((path, "duplicate manifest row"))
         elif label is None:
@@ -224,21 +265,32 @@ def _sniff(path: str) -> str:
     return "zero-byte file" if os.path.getsize(path) == 0 else "not an image (unrecognised format)"
 
 
+def own_index(manifest: Path, header: Sequence[str]) -> bool:
+    """True for a manifest ``covidxray index`` wrote (its sidecar says so; without one, its columns)."""
+    meta = read_meta(manifest)
+    if meta is not None:
+        return meta.get("writer") == INDEX_WRITER
+    return list(header[: len(BASE_COLUMNS + COMPUTED_COLUMNS)]) == BASE_COLUMNS + COMPUTED_COLUMNS
+
+
 def _detect_layout(root: Path, classes: Sequence[str]) -> tuple[str, Path | None]:
     if not root.exists():
         raise FileNotFoundError(f"dataset root not found: {root}")
     if root.is_file():
         if root.suffix.lower() != ".csv":
-            raise ValueError(f"{root}: dataset root must be a folder or a CSV manifest")
+            raise DataError(f"{shown(root)}: dataset root must be a folder or a CSV manifest, not a "
+                            f"{root.suffix or 'suffix-less'} file")
         return "csv-manifest", root
-    manifest = root / MANIFEST_NAME
+    manifest, own = root / MANIFEST_NAME, False
     if manifest.is_file():
         try:
-            header = pd.read_csv(manifest, nrows=0).columns
-        except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise ValueError(f"{manifest}: cannot read manifest: {err}") from None
-        if "label" in header:
+            header = list(pd.read_csv(manifest, nrows=0, encoding_errors="surrogateescape").columns)
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise TableError(f"{shown(manifest)}: cannot read manifest: {err}") from None
+        own = own_index(manifest, header)
+        if "label" in header and not own:
             return "csv-manifest", manifest
+
     def class_dirs(folder: Path) -> list[Path]:
         return [d for d in sorted(folder.iterdir()) if d.is_dir() and canonical_label(d.name, classes)]
 
@@ -249,11 +301,46 @@ def _detect_layout(root: Path, classes: Sequence[str]) -> tuple[str, Path | None
     # the Kaggle ZIP wraps the v4 tree in one folder (COVID-19_Radiography_Dataset/)
     if is_v4(root) or (not tops and any(is_v4(d) for d in root.iterdir() if d.is_dir())):
         return "radiography-v4", None
+    if own and not tops:  # our own index of a tree the folder walk cannot label: read it
+        return "csv-manifest", manifest
     return ("class-folders" if tops else "nested-class-folders"), None
 
 
+def manifest_source(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES) -> Path | None:
+    """The manifest CSV :func:`discover` would read for ``root`` (None: it walks the folders)."""
+    return _detect_layout(Path(root).absolute(), tuple(classes))[1]
+
+
+def _unlisted(root: Path, listed: set[str], masks: set[str], skipped: list) -> list[tuple[str, str]]:
+    """Image files on disk a manifest does not list: the whole tree of a folder root (mask
+    folders aside), else the folders holding the listed images (not below them)."""
+    if root.is_dir():
+        files = [os.path.join(d, f) for d, _, names in _walk(root, skipped)
+                 if not any(_norm(p) in MASK_DIRS for p in Path(d).relative_to(root).parts) for f in names]
+    else:
+        folders = {os.path.dirname(p) for p in listed if p}
+        files = [os.path.join(d, f) for d in sorted(folders) if os.path.isdir(d) for f in sorted(os.listdir(d))]
+    return [(f, UNLISTED) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES
+            and os.path.normpath(f) not in listed and os.path.normpath(f) not in masks]
+
+
+def _drop_conflicts(manifest: pd.DataFrame, quarantine: list, threshold: int | None) -> pd.DataFrame:
+    """Move every copy of an image (exact or near duplicate) that carries two labels to quarantine."""
+    if len(manifest) < 2 or (manifest["sha1"] == "").any():
+        return manifest
+    from covidxray.split import duplicate_groups
+
+    drop = []
+    for rows in label_conflicts(manifest, duplicate_groups(manifest, threshold)):
+        text = describe_conflict(manifest, rows)
+        quarantine += [(manifest.at[i, "path"], f"conflicting labels: one image (exact or near duplicate) "
+                        f"as {text}") for i in rows]
+        drop += list(rows)
+    return manifest.drop(index=drop)
+
+
 def discover(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, min_size: int = 32,
-             check_images: bool = True, workers: int = 1) -> Discovery:
+             check_images: bool = True, workers: int = 1, near_dup_threshold: int | None = None) -> Discovery:
     """Find, label and vet every image of a dataset.
 
     Args:
@@ -263,20 +350,29 @@ def discover(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, min_siz
         check_images: Decode every image (quarantining bad ones and filling
             ``height,width,sha1,phash``); False only sniffs file headers.
         workers: Processes used to decode images (1 = in this process).
+        near_dup_threshold: pHash distance of near duplicates for the label-conflict check
+            (None: :func:`covidxray.split.default_threshold`).
 
     Returns:
         The :class:`Discovery` with manifest, quarantine, layout and ignored files.
 
     Raises:
         FileNotFoundError: When ``root`` does not exist.
-        ValueError: For an unreadable manifest or one without ``path``/``label``.
+        DataError: A root that is neither a folder nor a CSV; ``TableError`` (both ValueErrors) for
+            an unreadable or incomplete manifest or one without ``path``/``label``.
     """
     root, classes = Path(root).absolute(), tuple(classes)
     layout, manifest_csv = _detect_layout(root, classes)
     if manifest_csv is not None:
         rows, quarantine, ignored, extras = _read_manifest(manifest_csv, classes)
+        listed = {p for p, _ in quarantine} | {r["path"] for r in rows}
+        masks = {r[c] for r in rows for c in ("lung_mask", "lesion_mask")} | {str(manifest_csv)}
+        ignored += _unlisted(root, listed, masks, ignored)
     else:
         (rows, quarantine, ignored), extras = _scan_folders(root, classes), []
+        own = str(root / MANIFEST_NAME)
+        ignored = [(p, "manifest written by covidxray index (the folders are read instead)")
+                   if p == own else (p, r) for p, r in ignored]
     paths = [r["path"] for r in rows]
     if check_images and workers > 1 and len(paths) > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -297,12 +393,14 @@ def discover(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, min_siz
     for col in COMPUTED_COLUMNS:  # a re-indexed manifest: drop CSV copies equal to the new values
         if f"csv_{col}" in manifest and manifest[f"csv_{col}"].equals(manifest[col].astype(str)):
             manifest = manifest.drop(columns=f"csv_{col}")
+    if check_images:
+        manifest = _drop_conflicts(manifest, quarantine, near_dup_threshold)
 
     def table(items: list) -> pd.DataFrame:
         return pd.DataFrame(items, columns=["path", "reason"]).sort_values("path").reset_index(drop=True)
 
     return Discovery(manifest.sort_values("path").reset_index(drop=True), table(quarantine), layout,
-                     table(ignored), classes)
+                     table(ignored), classes, str(manifest_csv or ""))
 
 
 def summarize(d: Discovery) -> str:
@@ -316,14 +414,20 @@ def summarize(d: Discovery) -> str:
         (reasons grouped by the text before any ``:``), ignored files per reason.
     """
     counts = d.manifest["label"].value_counts()
-    lines = [f"Layout detected: {d.layout}", f"Images: {len(d.manifest)}"]
+    lines = [f"Layout detected: {d.layout}"]
+    if d.manifest_csv:
+        unlisted = int((d.ignored["reason"] == UNLISTED).sum())
+        lines.append(f"Reading the manifest {shown(d.manifest_csv)}: labels and paths come from it; "
+                     f"{unlisted} image file(s) on disk that it does not list are ignored"
+                     + (" (add them to the manifest to use them)" if unlisted else ""))
+    lines.append(f"Images: {len(d.manifest)}")
     lines += [f"  {cls:<40} {counts.get(cls, 0):>7}" for cls in d.classes]
     for title, table in (("Quarantined", d.quarantine), ("Ignored", d.ignored)):
         lines.append(f"{title}: {len(table)}")
         kinds = table["reason"].str.split(":").str[0]
         lines += [f"  {kind:<40} {n:>7}" for kind, n in kinds.value_counts().sort_index().items()]
-    metadata = d.ignored.loc[d.ignored["reason"] == "metadata file", "path"].map(os.path.basename)
+    metadata = d.ignored.loc[d.ignored["reason"] == "metadata file", "path"].map(lambda p: shown(os.path.basename(p)))
     if len(metadata):
-        shown = ", ".join(metadata[:10]) + (", ..." if len(metadata) > 10 else "")
-        lines.append(f"Ignored metadata files: {shown}")
+        names = ", ".join(metadata[:10]) + (", ..." if len(metadata) > 10 else "")
+        lines.append(f"Ignored metadata files: {names}")
     return "\n".join(lines)

@@ -136,6 +136,40 @@ def _pil_gray(path: Path) -> np.ndarray:
     return arr.reshape(arr.shape[:2])
 
 
+#: pip packages behind pydicom's decoder plugins (named in messages when a decoder is missing).
+_PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pylibjpeg": "pylibjpeg with pylibjpeg-libjpeg, -openjpeg and -rle",
+                    "pyjpegls": "pyjpegls", "pillow": "pillow"}
+
+
+def _missing_packages(decoder) -> str:
+    """pip packages of the decoder plugins pydicom lacks for a transfer syntax ("" if none)."""
+    try:
+        missing = list(decoder.missing_dependencies)
+    except Exception:  # noqa: BLE001 - informational only
+        return ""
+    names = [_PLUGIN_PACKAGES.get(m.split(" - ")[0].strip(), m) for m in missing]
+    return " or ".join(dict.fromkeys(names))
+
+
+def _decode_failure(ds: pydicom.Dataset, tsyntax, err: Exception) -> str:
+    """Reason for pixel data that no installed decoder read: which decoders failed, and which
+    package could decode it (a 12-bit JPEG needs pylibjpeg-libjpeg or python-gdcm, not Pillow)."""
+    bits = ds.get("BitsStored", "?")
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError:
+        decoder = None
+    if decoder is None or not tsyntax.is_compressed:
+        return f"corrupt DICOM pixel data: {err}"
+    tried = ", ".join(decoder.available_plugins) or "none"
+    missing = _missing_packages(decoder)
+    lines = [ln.strip() for ln in str(err).strip().splitlines()]
+    first = "; ".join(lines[1:] if len(lines) > 1 else lines)[:300]
+    return (f"cannot decode {tsyntax.name} pixel data ({bits}-bit): installed decoders ({tried}) failed "
+            f"({first}); corrupt data, or it needs a decoder that is not installed"
+            + (f": install {missing}" if missing else ""))
+
+
 def _voi_range(ds: pydicom.Dataset) -> tuple[float, float] | None:
     """Output range of the VOI transform of ``ds`` (None when it has no VOI)."""
     if ds.get("VOILUTSequence"):
@@ -170,8 +204,13 @@ def _dicom_gray(path: Path) -> np.ndarray:
     except NotImplementedError:
         available = False
     if not available:
+        try:
+            missing = _missing_packages(get_decoder(tsyntax))
+        except NotImplementedError:
+            missing = ""
         raise ImageReadError(
-            path, f"unsupported DICOM transfer syntax: {tsyntax.name} (no decoder installed)"
+            path, f"unsupported DICOM transfer syntax: {tsyntax.name} (no decoder installed"
+            + (f"; install {missing})" if missing else ")")
         )
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
@@ -192,7 +231,7 @@ def _dicom_gray(path: Path) -> np.ndarray:
     except ImageReadError:
         raise
     except Exception as err:  # pydicom raises many types for bad pixel data
-        raise ImageReadError(path, f"corrupt DICOM pixel data: {err}") from None
+        raise ImageReadError(path, _decode_failure(ds, tsyntax, err)) from None
     arr = np.asarray(arr, dtype=np.float64)
     lo, hi = voi if voi is not None else (arr.min(), arr.max())
     if hi <= lo:

@@ -24,34 +24,41 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from covidxray import DEFAULT_CLASSES
+from covidxray.data import DataError
+from covidxray.integrity import describe_conflict, label_conflicts
 
 SPLITS = ("train", "val", "test")
 HASH_COLUMNS = ("sha1", "phash")
 
 
-def _read_splits(splits: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, Path | None]:
-    """The split table and the folder its relative paths refer to (the CSV's; None for a DataFrame)."""
-    folder = None
+def _read_splits(splits: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, Path | None, bool]:
+    """The split table, the folder its relative paths refer to (the CSV's; None for a DataFrame), and
+    whether its hash columns can be trusted (a DataFrame, or a CSV the package wrote unchanged)."""
+    folder, trusted = None, True
     if not isinstance(splits, pd.DataFrame):
+        from covidxray.tables import read_table
+
         folder = Path(splits).parent
         if not Path(splits).is_file():
             raise FileNotFoundError(f"{splits}: split CSV not found")
-        splits = pd.read_csv(splits, dtype=str, keep_default_na=False)
+        table = read_table(splits, ("label", "split"), "splits file", nonempty=("label", "split"))
+        splits, trusted = table.df, table.verified
     missing = {"label", "split"} - set(splits.columns)
     if missing:
-        raise ValueError(f"split table lacks column(s) {sorted(missing)}")
-    return splits, folder
+        raise DataError(f"split table lacks column(s) {sorted(missing)}")
+    return splits, folder, trusted
 
 
 def _text(col: pd.Series) -> pd.Series:
     return col.fillna("").astype(str).str.strip()
 
 
-def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
-    """Return ``manifest`` with non-empty ``sha1``/``phash``, computing missing cells from the images."""
+def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None, recompute: bool = False) -> pd.DataFrame:
+    """Return ``manifest`` with non-empty ``sha1``/``phash``, computing missing cells (all cells when
+    ``recompute``: columns that cannot be trusted) from the images."""
     df = manifest.copy()
     for col in HASH_COLUMNS:
-        df[col] = _text(df[col]).str.lower() if col in df else ""
+        df[col] = _text(df[col]).str.lower() if col in df and not recompute else ""
     todo = df.index[(df["sha1"] == "") | (df["phash"] == "")]
     if len(todo):
         try:
@@ -59,12 +66,12 @@ def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None) -> pd.DataFr
         except ImportError as err:
             raise ImportError(f"{len(todo)} rows lack sha1/phash and covidxray.imageio is unavailable: {err}") from None
         if "path" not in df:
-            raise ValueError("manifest has no 'path' column, so missing sha1/phash cannot be computed")
+            raise DataError("manifest has no 'path' column, so missing sha1/phash cannot be computed")
         base = Path(root) if root is not None else Path.cwd()
         for i in todo:
             rel = str(df.at[i, "path"])
             if not rel:
-                raise ValueError(f"row {i}: empty path and no sha1/phash")
+                raise DataError(f"row {i}: empty path and no sha1/phash")
             file = Path(rel) if Path(rel).is_absolute() else base / rel
             if not file.is_file():
                 raise FileNotFoundError(f"row {i}: image {file} not found (needed to compute sha1/phash)")
@@ -75,7 +82,7 @@ def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None) -> pd.DataFr
     bad = ~df["phash"].str.fullmatch(r"[0-9a-f]+") | (df["phash"].str.len() != width) | (width % 16 != 0)
     if bad.any():
         i = df.index[bad][0]
-        raise ValueError(f"row {i} ({df.at[i, 'path'] if 'path' in df else '?'}): phash {df.at[i, 'phash']!r} "
+        raise DataError(f"row {i} ({df.at[i, 'path'] if 'path' in df else '?'}): phash {df.at[i, 'phash']!r} "
                          f"is not {width} hex digits like the other rows (imagehash.phash); {int(bad.sum())} bad rows")
     return df
 
@@ -149,7 +156,7 @@ def duplicate_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = No
     bits = 4 * (len(df["phash"].iat[0]) if len(df) else 64)
     near_dup_threshold = default_threshold(bits) if near_dup_threshold is None else near_dup_threshold
     if not 0 <= near_dup_threshold < bits:
-        raise ValueError(f"near_dup_threshold must be in [0, {bits}) bits, got {near_dup_threshold}")
+        raise DataError(f"near_dup_threshold must be in [0, {bits}) bits, got {near_dup_threshold}")
     pairs = [_key_pairs(df["sha1"]), near_duplicate_pairs(df["phash"], near_dup_threshold)]
     return pd.Series(_components(len(df), pairs), index=manifest.index, name="dup_group")
 
@@ -179,7 +186,8 @@ def duplicate_stats(manifest: pd.DataFrame, near_dup_threshold: int | None = Non
     }
 
 
-def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> pd.Series:
+def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None,
+                  dup: pd.Series | None = None) -> pd.Series:
     """Final grouping key: union of shared non-empty ``patient_id`` and duplicate groups.
 
     Args:
@@ -187,11 +195,12 @@ def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None,
         near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
             (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
+        dup: Precomputed :func:`duplicate_groups` of ``manifest``.
 
     Returns:
         Integer group id per row (index of ``manifest``).
     """
-    dup = duplicate_groups(manifest, near_dup_threshold, root).to_numpy()
+    dup = (duplicate_groups(manifest, near_dup_threshold, root) if dup is None else dup).to_numpy()
     pairs = [_key_pairs(pd.Series(dup.astype(str)))]
     if "patient_id" in manifest:
         pairs.append(_key_pairs(manifest["patient_id"]))
@@ -254,26 +263,36 @@ def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, s
             (None: :func:`default_threshold`).
         root: Folder that relative paths are relative to (default: current directory).
         allow_empty: Allow a split with a positive fraction to get no image of some class
-            (tiny data sets); otherwise that is a ValueError naming the class.
+            (tiny data sets); otherwise that is a DataError naming the class.
 
     Returns:
         The manifest (hash columns filled) with ``group`` and ``split`` columns, in input order.
+
+    Raises:
+        DataError: Bad fractions, empty or unlabelled manifest, one image (exact or near duplicate)
+            with two labels (the files are named), or a split left without a class.
     """
     for name, frac in (("val", val), ("test", test)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
+        if not 0 <= frac < 1:  # also refuses NaN
+            raise DataError(f"{name} fraction must be in [0, 1), got {frac}")
     if val + test >= 1:
-        raise ValueError(f"val + test must be < 1 so train is not empty, got {val} + {test} = {val + test}")
+        raise DataError(f"val + test must be < 1 so train is not empty, got {val} + {test} = {val + test}")
     if "label" not in manifest or manifest.empty:
-        raise ValueError("manifest must be non-empty and have a 'label' column")
+        raise DataError("manifest must be non-empty and have a 'label' column")
     unlabeled = _text(manifest["label"]) == ""
     if unlabeled.any():
-        raise ValueError(f"{int(unlabeled.sum())} manifest rows have no label (first: row {manifest.index[unlabeled][0]})")
+        raise DataError(f"{int(unlabeled.sum())} manifest rows have no label (first: row {manifest.index[unlabeled][0]})")
     df = _ensure_hashes(manifest.reset_index(drop=True), root)
     df["label"] = _text(df["label"])
     keys = [c for c in ("path", "label", "sha1", "phash", "patient_id") if c in df]
     df = df.sort_values(keys, kind="stable")
-    df["group"] = assign_groups(df, near_dup_threshold, root).to_numpy()
+    dup = duplicate_groups(df, near_dup_threshold, root)
+    conflicts = label_conflicts(df, dup)
+    if conflicts:
+        raise DataError(f"{len(conflicts)} image(s) carry two labels (exact or near duplicates): "
+                        + "; ".join(describe_conflict(df, rows) for rows in conflicts[:3])
+                        + ("; ..." if len(conflicts) > 3 else "") + ": fix or drop these rows")
+    df["group"] = assign_groups(df, near_dup_threshold, root, dup=dup).to_numpy()
     classes = _classes(df["label"])
     counts = pd.crosstab(df["group"], df["label"]).reindex(columns=classes).to_numpy()
     fractions = np.array([1 - val - test, val, test])
@@ -284,9 +303,10 @@ def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, s
             for c in classes:
                 if frac > 0 and got.at[s, c] == 0:
                     n_groups = int((counts[:, classes.index(c)] > 0).sum())
-                    raise ValueError(f"class '{c}' has only {n_groups} independent group(s) "
+                    raise DataError(f"class '{c}' has only {n_groups} independent group(s) "
                                      f"({int(got[c].sum())} images): split '{s}' gets none of them; "
-                                     "add data, set that fraction to 0, or pass allow_empty=True")
+                                     "add data, set that fraction to 0, or allow it (allow_empty=True, "
+                                    "covidxray split --allow-empty)")
     return df.sort_index().set_axis(manifest.index)
 
 
@@ -316,23 +336,28 @@ def _spanning(df: pd.DataFrame, key: pd.Series) -> pd.Series:
 
 
 def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int | None = None,
-                  root: str | Path | None = None) -> LeakageReport:
+                  root: str | Path | None = None, recompute: bool | None = None) -> LeakageReport:
     """Check a split table for patients and duplicates shared between splits.
 
-    Duplicate groups are recomputed from ``sha1``/``phash`` (the ``group`` column is not trusted).
+    Duplicate groups are recomputed from ``sha1``/``phash`` (the ``group`` column is not trusted),
+    and so are those hashes, from the images, unless the table can be trusted: a DataFrame made in
+    this process, or a CSV whose sidecar shows the package wrote it unchanged (a stale column in
+    an edited file would hide an exact copy).
 
     Args:
         splits: DataFrame or CSV path with a ``split`` column (paths relative to the CSV's folder).
         near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
             (None: :func:`default_threshold`).
         root: Folder for relative paths when ``splits`` is a DataFrame.
+        recompute: Recompute ``sha1``/``phash`` from the images (None: see above).
 
     Returns:
         Counts of shared patients, groups (patient + duplicate components), exact-duplicate hashes
         and near-duplicate pairs (different ``sha1``), with one line of detail per finding.
     """
-    df, csv_dir = _read_splits(splits)
-    df = _ensure_hashes(df.reset_index(drop=True), root if root is not None else csv_dir)
+    df, csv_dir, trusted = _read_splits(splits)
+    recompute = not trusted if recompute is None else recompute
+    df = _ensure_hashes(df.reset_index(drop=True), root if root is not None else csv_dir, recompute)
     details = []
     patients = _spanning(df, df["patient_id"]) if "patient_id" in df else pd.Series(dtype=object)
     details += [f"patient {p} in {', '.join(s)}" for p, s in patients.items()]
@@ -358,7 +383,7 @@ def split_summary(splits: pd.DataFrame | str | Path) -> pd.DataFrame:
     Returns:
         DataFrame indexed by split name; the ``total`` row counts distinct groups/patients overall.
     """
-    df, _ = _read_splits(splits)
+    df, _, _ = _read_splits(splits)
     df = df.assign(label=_text(df["label"]), split=_text(df["split"]))
     classes = _classes(df["label"])
     names = [s for s in SPLITS if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLITS))
