@@ -66,3 +66,40 @@ def test_dump_roundtrip(tmp_path):
     cfg.dump(tmp_path / "c.yaml")
     again = load_config([tmp_path / "c.yaml"])
     assert again.to_dict() == cfg.to_dict()
+
+
+# --- issue 11 -------------------------------------------------------------------------------------
+
+
+def test_scientific_notation_in_set_and_in_files(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string: a float key takes it as the number, in --set and in files."""
+    assert load_config(overrides=["train.lr=1e-3"]).train.lr == 1e-3
+    assert load_config(overrides=["train.stage2_lr=2E-5"]).train.stage2_lr == 2e-5
+    f = tmp_path / "o.yaml"
+    f.write_text("train:\n  lr: 3e-4\n  weight_decay: 1e-5\n")
+    cfg = load_config([f])
+    assert cfg.train.lr == 3e-4 and cfg.train.weight_decay == 1e-5
+    with pytest.raises(ConfigError, match="'train.batch_size' must be int"):
+        load_config(overrides=["train.batch_size=1e3"])  # only float keys take it
+    with pytest.raises(ConfigError, match="'train.lr' must be float"):
+        load_config(overrides=["train.lr=fast"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.val=2", r"'data.val' must be in \[0.0, 1.0\), got 2.0"),
+    ("data.test=-0.1", "'data.test' must be in"),
+    ("data.val=.nan", "got nan"),
+    ("data.min_size=-5", r"'data.min_size' must be in \[1, inf\], got -5"),
+    ("data.workers=0", "'data.workers' must be in"),
+    ("classes=[Normal, COVID-19, Normal]", "'classes' names Normal more than once"),
+    ("train.lr=0", r"'train.lr' must be in \(0.0, inf\]"),
+    ("train.batch_size=0", "'train.batch_size' must be in"),
+])
+def test_values_are_range_checked(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
+def test_val_plus_test_below_one():
+    with pytest.raises(ConfigError, match="data.val \\+ data.test must be < 1"):
+        load_config(overrides=["data.val=0.5", "data.test=0.5"])

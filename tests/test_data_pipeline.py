@@ -6,6 +6,7 @@ import os
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from covidxray import cache, data
@@ -188,3 +189,58 @@ def test_one_resample_keeps_more_detail_than_chained_keras_layers():
     ours = detail(Augmenter(rotation=5, translation=0.05, zoom=0.05, shear=0.03, seed=1)(x))
     keras_chain = detail(chain(x[..., None].astype(np.float32), training=True).numpy()[..., 0])
     assert ours > 1.2 * keras_chain
+
+
+# --- issue 11 -------------------------------------------------------------------------------------
+
+
+def _user_splits(tmp_path):
+    """A user splits CSV over 12 noise PNGs whose own sha1/phash columns are stale."""
+    import shutil
+
+    from fixtures_images import write_class_folders
+
+    root = write_class_folders(tmp_path / "data", 3)
+    paths = sorted(root.rglob("*.png"))
+    df = pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in paths],
+                       "label": [p.parent.name for p in paths], "split": ["train", "val", "test"] * 3})
+    shutil.copy(paths[0], root / "COVID-19" / "copy.png")  # an exact copy of a train image, in test
+    df.loc[len(df)] = ["data/COVID-19/copy.png", "COVID-19", "test"]
+    df["sha1"] = [f"{i:040x}" for i in range(len(df))]
+    df["phash"] = [f"{i:064x}" for i in range(len(df))]
+    df.to_csv(tmp_path / "splits.csv", index=False)
+    return tmp_path / "splits.csv"
+
+
+def test_prepare_splits_refuses_a_leaking_user_splits_file(tmp_path):
+    """Item 8: a splits file given to `train --data` is leakage-checked with hashes recomputed."""
+    from covidxray.config import load_config
+
+    csv = _user_splits(tmp_path)
+    with pytest.raises(data.DataError, match=r"splits leak .*exact duplicate sha1"):
+        data.prepare_splits(load_config(), csv, tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run" / "splits.csv").exists()
+    df = pd.read_csv(csv)
+    df[df["path"] != "data/COVID-19/copy.png"].to_csv(csv, index=False)  # without the copy: accepted
+    out = data.prepare_splits(load_config(), csv, tmp_path / "run", log=lambda *_: None)
+    assert len(out) == 9 and (tmp_path / "run" / "splits.csv.meta.json").is_file()
+
+
+def test_read_splits_refuses_a_truncated_splits_file(tmp_path):
+    """Item 3: rows missing against the sidecar, a short row, or an empty split are refused."""
+    from covidxray.tables import write_table
+
+    df = pd.DataFrame({"path": [f"{i}.png" for i in range(6)], "label": "Normal",
+                       "split": ["train", "val", "test"] * 2})
+    f = write_table(df, tmp_path / "s.csv", "covidxray split")
+    lines = f.read_text().splitlines(keepends=True)
+    f.write_text("".join(lines[:4]))
+    with pytest.raises(data.DataError, match="3 rows but covidxray split wrote 6"):
+        data.read_splits(f, ["Normal"])
+    (tmp_path / "s.csv.meta.json").unlink()
+    f.write_text("".join(lines[:4]) + "4.png,Normal\n")
+    with pytest.raises(data.DataError, match="row 4 has 2 of 3 fields"):
+        data.read_splits(f, ["Normal"])
+    f.write_text("".join(lines[:4]) + "4.png,Normal,\n")
+    with pytest.raises(data.DataError, match="empty 'split'"):
+        data.read_splits(f, ["Normal"])

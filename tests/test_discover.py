@@ -229,3 +229,93 @@ def test_reindexing_own_output_is_stable(tmp_path):
     second = discover(tmp_path / "index.csv").manifest
     assert list(second.columns) == list(first.columns)
     pd.testing.assert_frame_equal(first, second)
+
+
+# --- issue 11 -------------------------------------------------------------------------------------
+
+
+def test_symlinked_class_folders_are_followed_once(tmp_path):
+    """Item 5: a class folder that is a symlink is read; a loop and a second link are reported."""
+    store = tmp_path / "store"
+    _img(store / "covid" / "a.png", 1)
+    _img(store / "covid" / "b.png", 2)
+    root = tmp_path / "data"
+    _img(root / "Normal" / "n.png", 3)
+    (root / "COVID-19").symlink_to(store / "covid", target_is_directory=True)
+    (root / "Normal" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "covid_again").symlink_to(store / "covid", target_is_directory=True)
+    d = discover(root)
+    assert d.layout == "class-folders"
+    assert sorted(Path(p).name for p in d.manifest["path"]) == ["a.png", "b.png", "n.png"]
+    assert d.manifest.set_index(d.manifest["path"].map(lambda p: Path(p).name)).at["a.png", "label"] == "COVID-19"
+    ignored = dict(zip(d.ignored["path"].map(lambda p: Path(p).name), d.ignored["reason"], strict=True))
+    assert "loop or second link" in ignored["loop"] and "loop or second link" in ignored["covid_again"]
+
+
+def test_own_index_manifest_does_not_hide_new_images(tmp_path):
+    """Item 6: manifest.csv written by `covidxray index` (sidecar, or its columns) keeps the folder layout."""
+    from covidxray.discover import INDEX_WRITER
+    from covidxray.tables import sidecar, write_table
+
+    _img(tmp_path / "covid" / "a.png", 1)
+    _img(tmp_path / "normal" / "b.png", 2)
+    write_table(discover(tmp_path).manifest, tmp_path / "manifest.csv", INDEX_WRITER)
+    _img(tmp_path / "normal" / "new.png", 3)
+    d = discover(tmp_path)
+    assert d.layout == "class-folders" and len(d.manifest) == 3
+    assert "manifest written by covidxray index" in dict(zip(d.ignored["path"], d.ignored["reason"],
+                                                            strict=True))[str(tmp_path / "manifest.csv")]
+    sidecar(tmp_path / "manifest.csv").unlink()  # an older index output: recognised by its columns
+    assert discover(tmp_path).layout == "class-folders"
+
+
+def test_foreign_manifest_counts_unlisted_images(tmp_path):
+    """Item 6: reading a manifest lists the image files on disk it does not name, and says so."""
+    _img(tmp_path / "Normal" / "a.png", 1)
+    _img(tmp_path / "Normal" / "new.png", 2)
+    _img(tmp_path / "masks" / "a.png", 3)  # mask folders are not counted
+    pd.DataFrame({"path": ["Normal/a.png"], "label": ["Normal"]}).to_csv(tmp_path / "manifest.csv", index=False)
+    d = discover(tmp_path)
+    assert d.layout == "csv-manifest" and len(d.manifest) == 1
+    unlisted = d.ignored.loc[d.ignored["reason"] == "image file not listed in the manifest", "path"]
+    assert unlisted.tolist() == [str(tmp_path / "Normal" / "new.png")]
+    assert "1 image file(s) on disk that it does not list are ignored" in summarize(d)
+
+
+def test_one_image_with_two_labels_is_quarantined_twice(tmp_path):
+    """Item 7: same bytes in two class folders, or one manifest path with two labels: every copy quarantined."""
+    import shutil
+
+    _img(tmp_path / "data" / "covid" / "a.png", 1)
+    _img(tmp_path / "data" / "normal" / "b.png", 2)
+    shutil.copy(tmp_path / "data" / "covid" / "a.png", tmp_path / "data" / "normal" / "a_copy.png")
+    d = discover(tmp_path / "data")
+    assert d.manifest["path"].map(lambda p: Path(p).name).tolist() == ["b.png"]
+    reasons = _reasons(d)
+    assert set(reasons) == {"a.png", "a_copy.png"}
+    assert all(r.startswith("conflicting labels") and "a_copy.png (Normal)" in r for r in reasons.values())
+    rows = [("data/covid/a.png", "covid"), ("data/covid/a.png", "normal"), ("data/normal/b.png", "normal")]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
+    d = discover(tmp_path / "m.csv")
+    assert d.manifest["path"].map(lambda p: Path(p).name).tolist() == ["b.png"]
+    assert d.quarantine["reason"].tolist() == ["conflicting labels: manifest rows give COVID-19, Normal"] * 2
+
+
+def test_truncated_manifest_is_refused(tmp_path):
+    """Item 3: a manifest with fewer rows than its sidecar records, or a row cut short, is an error."""
+    from covidxray.tables import TableError, write_table
+
+    for i in range(6):
+        _img(tmp_path / "data" / ["covid", "normal"][i % 2] / f"{i}.png", i)
+    csv = tmp_path / "m.csv"
+    write_table(discover(tmp_path / "data").manifest, csv, "covidxray index")
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join(lines[:4]))
+    with pytest.raises(TableError, match="3 rows but covidxray index wrote 6"):
+        discover(csv)
+    csv.write_text("".join(lines[:4]) + lines[4][:20])
+    with pytest.raises(TableError, match="row 4 has"):
+        discover(csv)
+    csv.write_text("".join(lines)[:-5])  # the last row cut inside its last field
+    with pytest.raises(TableError, match="last row is cut short"):
+        discover(csv)

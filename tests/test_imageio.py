@@ -170,3 +170,35 @@ def test_dicom_without_preamble_or_file_meta(tmp_path):
     ds.save_as(bare, implicit_vr=True, little_endian=True)
     assert bare.read_bytes()[128:132] != b"DICM"
     np.testing.assert_array_equal(read_image(bare), read_image(tmp_path / "full.dcm"))
+
+
+# --- issue 11 -------------------------------------------------------------------------------------
+
+
+def test_12bit_jpeg_dicom_decodes_with_pylibjpeg():
+    """A 12-bit JPEG (Extended) DICOM is decoded (pylibjpeg-libjpeg), not reported as corrupt."""
+    from pydicom.data import get_testdata_file
+
+    img = read_image(get_testdata_file("JPGExtended.dcm"))
+    assert img.shape == (1024, 256) and img.dtype == np.uint8 and img.max() > img.min()
+
+
+def test_undecodable_jpeg_dicom_names_the_missing_decoder(monkeypatch):
+    """When no installed decoder reads the pixel data, the reason names the package that could."""
+    from pydicom.data import get_testdata_file
+
+    # pydicom's JPEG-lossy.dcm: 12-bit JPEG that only GDCM reads (libjpeg rejects its markers)
+    with pytest.raises(ImageReadError) as err:
+        read_image(get_testdata_file("JPEG-lossy.dcm"))
+    assert "12-bit" in err.value.reason and "python-gdcm" in err.value.reason
+    assert "corrupt DICOM pixel data" not in err.value.reason
+
+    import covidxray.imageio as io_mod
+
+    class NoDecoder:
+        is_available = False
+        missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"]
+
+    monkeypatch.setattr(io_mod, "get_decoder", lambda ts: NoDecoder())
+    with pytest.raises(ImageReadError, match="no decoder installed; install pylibjpeg with pylibjpeg-libjpeg"):
+        read_image(get_testdata_file("JPGExtended.dcm"))

@@ -271,3 +271,41 @@ def test_cxr_dev_split_is_leak_free(capsys):
     assert "exact groups 0, near groups 0" in text
     with capsys.disabled():
         print("\n" + text)
+
+
+# --- issue 11 -------------------------------------------------------------------------------------
+
+
+def _pngs(folder, names, seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((64, 64)) * 255).astype(np.uint8)).save(folder / name)
+
+
+def test_check_leakage_recomputes_stale_hash_columns(tmp_path):
+    """Item 8: a splits CSV whose sha1/phash columns hide an exact copy across splits: found anyway."""
+    import shutil
+
+    names = [f"{c}/{k}.png" for c in CLASSES for k in range(3)]
+    _pngs(tmp_path, names)
+    shutil.copy(tmp_path / names[0], tmp_path / "COVID-19/copy.png")
+    df = pd.DataFrame({"path": names + ["COVID-19/copy.png"], "label": [n.split("/")[0] for n in names] + ["COVID-19"],
+                       "split": ["train", "val", "test"] * 3 + ["test"]})
+    df["sha1"] = [f"{i:040x}" for i in range(len(df))]  # stale: all different
+    df["phash"] = _random_hashes(len(df), np.random.default_rng(1))
+    df.to_csv(tmp_path / "splits.csv", index=False)
+    assert S.check_leakage(tmp_path / "splits.csv", recompute=False).ok  # trusting the columns misses it
+    report = S.check_leakage(tmp_path / "splits.csv")  # a CSV the package did not write: recomputed
+    assert report.n_exact_dups_shared == 1 and not report.ok
+
+
+def test_make_splits_refuses_one_image_with_two_labels():
+    """Item 7: an exact (or near) duplicate carrying two labels is an error naming the files."""
+    df = _manifest(10)
+    df.loc[8, ["sha1", "phash"]] = df.loc[13, ["sha1", "phash"]].to_numpy()  # rows 8 and 13: other classes
+    assert df.at[8, "label"] != df.at[13, "label"]
+    with pytest.raises(S.DataError, match=r"carry two labels .*img00008.png \(Normal\).*img00013.png \(Viral Pneumonia\)"):
+        S.make_splits(df)

@@ -5,7 +5,8 @@ class gone) is still well-formed, and nothing in its content can tell. So every 
 splits file the package writes (:func:`write_table`) gets ``NAME.meta.json`` beside it: the
 writer, the row count, the columns and the SHA-256 of the CSV bytes. :func:`read_table` then
 refuses a file whose row count or columns differ from its sidecar (naming both numbers and how to
-proceed if the edit was on purpose), and accepts with a warning one whose bytes alone changed (a
+proceed if the edit was on purpose), or whose bytes differ and that lacks its final newline (the
+last row cut inside its last field), and accepts with a warning one whose bytes alone changed (a
 hand-edited label): such a table is not ``verified``, so hash columns in it are recomputed.
 A trailing checksum line inside the CSV would do the same but break every other CSV reader.
 
@@ -28,13 +29,14 @@ from pathlib import Path
 import pandas as pd
 
 from covidxray import atomic
-from covidxray.errors import CovidxrayError, DiskSpaceError
+from covidxray.data import DataError
+from covidxray.errors import DiskSpaceError
 
 SIDECAR_SUFFIX = ".meta.json"
 FORMAT = "covidxray-table/1"
 
 
-class TableError(CovidxrayError, ValueError):
+class TableError(DataError):
     """A CSV table that cannot be used: unreadable, incomplete, or without the needed columns."""
 
 
@@ -81,6 +83,15 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, 2)
+        return fh.read(1) in (b"\n", b"\r")
 
 
 def write_table(df: pd.DataFrame, path: str | Path, writer: str) -> Path:
@@ -189,6 +200,9 @@ def read_table(path: str | Path, required: Sequence[str], kind: str = "table", d
             raise TableError(f"{shown(path)}: {n_rows} rows but {table.writer or 'covidxray'} wrote "
                              f"{meta.get('rows')}: the file is truncated or incomplete; {note}")
         table.verified = meta.get("sha256") == _sha256(path)
+        if not table.verified and not _ends_with_newline(path):  # the last row cut inside its last field
+            raise TableError(f"{shown(path)}: the last row is cut short (no final newline, and the bytes "
+                             f"differ from what {table.writer or 'covidxray'} wrote): truncated; {note}")
         if not table.verified:
             table.warnings.append(f"{shown(path)} was changed after {table.writer or 'covidxray'} wrote it "
                                   "(same rows and columns): its hash columns are recomputed")
