@@ -13,12 +13,15 @@ from covidxray.discover import discover
 
 
 def _kaggle_zip(path):
-    img = cv2.imencode(".png", np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)))[1].tobytes()
+    rng = np.random.default_rng(0)
+    mask = cv2.imencode(".png", np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)))[1].tobytes()
     with zipfile.ZipFile(path, "w") as zf:
         for folder in ("COVID", "Normal", "Viral Pneumonia", "Lung_Opacity"):
             for i in range(2):
+                # distinct images: one image under two classes would be quarantined (conflicting labels)
+                img = cv2.imencode(".png", rng.integers(0, 256, (64, 64), dtype=np.uint8))[1].tobytes()
                 zf.writestr(f"COVID-19_Radiography_Dataset/{folder}/images/{folder}-{i}.png", img)
-                zf.writestr(f"COVID-19_Radiography_Dataset/{folder}/masks/{folder}-{i}.png", img)
+                zf.writestr(f"COVID-19_Radiography_Dataset/{folder}/masks/{folder}-{i}.png", mask)
         zf.writestr("COVID-19_Radiography_Dataset/README.md.txt", "metadata")
     return path
 
@@ -56,3 +59,21 @@ def test_offline_download_says_what_to_do(monkeypatch, tmp_path):
         datasets.download_kaggle(tmp_path / "k")
     msg = str(err.value)
     assert "Failed to resolve" in msg and "--archive" in msg and datasets.KAGGLE_URL in msg
+
+
+def test_unpacking_checks_space_and_leaves_nothing_half_done(tmp_path, monkeypatch):
+    """A full disk is refused before unpacking; an archive over an existing copy is refused whole."""
+    import shutil as sh
+
+    from covidxray.errors import DiskSpaceError
+
+    archive = _kaggle_zip(tmp_path / "a.zip")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9, 10))
+    with pytest.raises(DiskSpaceError, match="not enough free disk space"):
+        datasets.extract_archive(archive, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    monkeypatch.undo()
+    datasets.extract_archive(archive, tmp_path / "o")
+    with pytest.raises(datasets.DownloadError, match="already holds COVID-19_Radiography_Dataset"):
+        datasets.extract_archive(archive, tmp_path / "o")
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["COVID-19_Radiography_Dataset"]

@@ -7,10 +7,12 @@ download the ZIP elsewhere and pass it with ``--archive``; nothing else changes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
 from pathlib import Path
 
+from covidxray.atomic import TMP_TAG, check_free_space
 from covidxray.errors import CovidxrayError
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
@@ -24,12 +26,21 @@ class DownloadError(CovidxrayError, RuntimeError):
 def extract_archive(archive: str | Path, out: str | Path) -> Path:
     """Unpack a downloaded ZIP of the dataset into ``out`` (refusing paths that escape it).
 
+    The free space is checked first, and the archive is unpacked into a temporary folder beside
+    ``out`` whose top-level entries are then moved in, so a full disk or a kill never leaves a
+    half-unpacked data set that ``covidxray index`` would read as a smaller one.
+
     Args:
         archive: The ZIP file.
         out: Destination folder.
 
     Returns:
         ``out``.
+
+    Raises:
+        DownloadError: Missing or invalid ZIP, a member escaping ``out``, or an entry of the
+            archive that already exists in ``out``.
+        DiskSpaceError: Not enough free space for the unpacked files.
     """
     archive, out = Path(archive), Path(out)
     if not archive.is_file():
@@ -40,7 +51,20 @@ def extract_archive(archive: str | Path, out: str | Path) -> Path:
             for member in zf.namelist():
                 if not (root / member).resolve().is_relative_to(root):
                     raise DownloadError(f"{archive}: member '{member}' would be written outside {out}")
-            zf.extractall(out)
+            check_free_space(out.parent, sum(i.file_size for i in zf.infolist()), f"unpacking {archive.name}")
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = out / f".unpack.{os.getpid()}{TMP_TAG}"
+            try:
+                zf.extractall(tmp)
+                entries = sorted(tmp.iterdir())
+                clash = [e.name for e in entries if (out / e.name).exists()]
+                if clash:
+                    raise DownloadError(f"{out}: already holds {', '.join(clash)} from the archive; "
+                                        "unpack into an empty folder")
+                for entry in entries:
+                    os.replace(entry, out / entry.name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as err:
         raise DownloadError(f"{archive}: not a valid ZIP file ({err})") from None
     return out
