@@ -43,7 +43,7 @@ import pandas as pd
 
 from covidxray.data import DataError
 from covidxray.imageio import ImageReadError, image_hash, read_image, sniff_format
-from covidxray.integrity import describe_conflict, label_conflicts
+from covidxray.integrity import quarantine_conflicts
 from covidxray.tables import TableError, read_meta, read_table, shown
 
 DEFAULT_CLASSES = ("COVID-19", "Normal", "Viral Pneumonia")
@@ -324,21 +324,6 @@ def _unlisted(root: Path, listed: set[str], masks: set[str], skipped: list) -> l
             and os.path.normpath(f) not in listed and os.path.normpath(f) not in masks]
 
 
-def _drop_conflicts(manifest: pd.DataFrame, quarantine: list, threshold: int | None) -> pd.DataFrame:
-    """Move every copy of an image (exact or near duplicate) that carries two labels to quarantine."""
-    if len(manifest) < 2 or (manifest["sha1"] == "").any():
-        return manifest
-    from covidxray.split import duplicate_groups
-
-    drop = []
-    for rows in label_conflicts(manifest, duplicate_groups(manifest, threshold)):
-        text = describe_conflict(manifest, rows)
-        quarantine += [(manifest.at[i, "path"], f"conflicting labels: one image (exact or near duplicate) "
-                        f"as {text}") for i in rows]
-        drop += list(rows)
-    return manifest.drop(index=drop)
-
-
 def discover(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, min_size: int = 32,
              check_images: bool = True, workers: int = 1, near_dup_threshold: int | None = None) -> Discovery:
     """Find, label and vet every image of a dataset.
@@ -394,7 +379,7 @@ def discover(root: str | Path, classes: Sequence[str] = DEFAULT_CLASSES, min_siz
         if f"csv_{col}" in manifest and manifest[f"csv_{col}"].equals(manifest[col].astype(str)):
             manifest = manifest.drop(columns=f"csv_{col}")
     if check_images:
-        manifest = _drop_conflicts(manifest, quarantine, near_dup_threshold)
+        manifest = quarantine_conflicts(manifest, quarantine, near_dup_threshold)
 
     def table(items: list) -> pd.DataFrame:
         return pd.DataFrame(items, columns=["path", "reason"]).sort_values("path").reset_index(drop=True)

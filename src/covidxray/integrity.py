@@ -43,6 +43,33 @@ def describe_conflict(df: pd.DataFrame, rows: pd.Index, limit: int = 4) -> str:
     return ", ".join(items) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
+def refuse_conflicts(df: pd.DataFrame, groups: pd.Series) -> None:
+    """Raise :class:`covidxray.data.DataError` naming the files of up to 3 conflicting groups."""
+    from covidxray.data import DataError
+
+    conflicts = label_conflicts(df, groups)
+    if conflicts:
+        raise DataError(f"{len(conflicts)} image(s) carry two labels (exact or near duplicates): "
+                        + "; ".join(describe_conflict(df, rows) for rows in conflicts[:3])
+                        + ("; ..." if len(conflicts) > 3 else "") + ": fix or drop these rows")
+
+
+def quarantine_conflicts(manifest: pd.DataFrame, quarantine: list, threshold: int | None) -> pd.DataFrame:
+    """Move every copy of an image (exact or near duplicate) that carries two labels to ``quarantine``
+    (a list of ``(path, reason)``); returns the manifest without them. Needs ``sha1``/``phash``."""
+    if len(manifest) < 2 or (manifest["sha1"] == "").any():
+        return manifest
+    from covidxray.split import duplicate_groups
+
+    drop = []
+    for rows in label_conflicts(manifest, duplicate_groups(manifest, threshold)):
+        text = describe_conflict(manifest, rows)
+        quarantine += [(manifest.at[i, "path"], f"conflicting labels: one image (exact or near duplicate) "
+                        f"as {text}") for i in rows]
+        drop += list(rows)
+    return manifest.drop(index=drop)
+
+
 def split_warnings(splits: pd.DataFrame, val: float, test: float,
                    classes: Sequence[str] | None = None) -> list[str]:
     """Warnings about a split table that is usable but probably not what was meant.

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from covidxray import DEFAULT_CLASSES
 from covidxray.data import DataError
-from covidxray.integrity import describe_conflict, label_conflicts
+from covidxray.integrity import refuse_conflicts
 
 SPLITS = ("train", "val", "test")
 HASH_COLUMNS = ("sha1", "phash")
@@ -287,11 +287,7 @@ def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, s
     keys = [c for c in ("path", "label", "sha1", "phash", "patient_id") if c in df]
     df = df.sort_values(keys, kind="stable")
     dup = duplicate_groups(df, near_dup_threshold, root)
-    conflicts = label_conflicts(df, dup)
-    if conflicts:
-        raise DataError(f"{len(conflicts)} image(s) carry two labels (exact or near duplicates): "
-                        + "; ".join(describe_conflict(df, rows) for rows in conflicts[:3])
-                        + ("; ..." if len(conflicts) > 3 else "") + ": fix or drop these rows")
+    refuse_conflicts(df, dup)
     df["group"] = assign_groups(df, near_dup_threshold, root, dup=dup).to_numpy()
     classes = _classes(df["label"])
     counts = pd.crosstab(df["group"], df["label"]).reindex(columns=classes).to_numpy()
