@@ -79,6 +79,7 @@ def test_scientific_notation_in_set_and_in_files(tmp_path):
     f.write_text("train:\n  lr: 3e-4\n  weight_decay: 1e-5\n")
     cfg = load_config([f])
     assert cfg.train.lr == 3e-4 and cfg.train.weight_decay == 1e-5
+    assert load_config(overrides=["robustness.tta_degrees=[-5e0, 5e0]"]).robustness.tta_degrees == [-5.0, 5.0]
     with pytest.raises(ConfigError, match="'train.batch_size' must be int"):
         load_config(overrides=["train.batch_size=1e3"])  # only float keys take it
     with pytest.raises(ConfigError, match="'train.lr' must be float"):

@@ -155,8 +155,7 @@ def split_cmd(
         raise IsADirectoryError(f"-o {shown(output)} is a folder; give the splits CSV to write")
     if output.exists() and manifest.exists() and output.resolve() == manifest.resolve():
         raise UsageError(f"-o {shown(output)} would overwrite the input manifest; write the splits elsewhere")
-    table = read_table(manifest, ("path", "label"), "manifest", dtype={"patient_id": str},
-                       nonempty=("path", "label"))
+    table = read_table(manifest, ("path", "label"), "manifest", nonempty=("path", "label"))
     for warning in table.warnings:
         _echo(f"warning: {warning}")
     df = table.df

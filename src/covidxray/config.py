@@ -97,6 +97,8 @@ def _check_type(key: str, default: Any, value: Any, origin: str) -> Any:
     elif isinstance(default, list):
         ok = isinstance(value, list | tuple)
         value = list(value) if ok else value
+        if ok and default and all(isinstance(d, float) for d in default):  # [1e-3, 2e-3]: numbers too
+            value = [float(v) if isinstance(v, str) and _NUMBER.fullmatch(v.strip()) else v for v in value]
     else:
         ok = isinstance(value, type(default))
     if not ok:
