@@ -217,7 +217,7 @@ def test_prepare_splits_refuses_a_leaking_user_splits_file(tmp_path):
     from covidxray.config import load_config
 
     csv = _user_splits(tmp_path)
-    with pytest.raises(data.DataError, match=r"splits leak .*exact duplicate sha1"):
+    with pytest.raises(data.DataError, match=r"splits leak .*exact duplicate sha1 \w+ in test, train: .*covid-19-000.png, .*copy.png"):
         data.prepare_splits(load_config(), csv, tmp_path / "run", log=lambda *_: None)
     assert not (tmp_path / "run" / "splits.csv").exists()
     df = pd.read_csv(csv)

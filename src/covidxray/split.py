@@ -358,13 +358,15 @@ def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int | N
     patients = _spanning(df, df["patient_id"]) if "patient_id" in df else pd.Series(dtype=object)
     details += [f"patient {p} in {', '.join(s)}" for p, s in patients.items()]
     exact = _spanning(df, df["sha1"])
-    details += [f"exact duplicate sha1 {h[:12]} in {', '.join(s)}" for h, s in exact.items()]
+    name = df["path"].astype(str) if "path" in df else pd.Series(df.index.astype(str), index=df.index)
+    details += [f"exact duplicate sha1 {h[:12]} in {', '.join(s)}: {', '.join(name[df['sha1'] == h][:4])}"
+                for h, s in exact.items()]
     if near_dup_threshold is None:
         near_dup_threshold = default_threshold(4 * (len(df["phash"].iat[0]) if len(df) else 64))
     pairs = near_duplicate_pairs(df["phash"], near_dup_threshold)
     split, sha1 = df["split"].to_numpy(), df["sha1"].to_numpy()
     pairs = pairs[(split[pairs[:, 0]] != split[pairs[:, 1]]) & (sha1[pairs[:, 0]] != sha1[pairs[:, 1]])]
-    name = df["path"].to_numpy() if "path" in df else df.index.astype(str).to_numpy()
+    name = name.to_numpy()
     details += [f"near duplicates {name[i]} ({split[i]}) ~ {name[j]} ({split[j]})" for i, j in pairs]
     groups = _spanning(df, assign_groups(df, near_dup_threshold).astype(str))
     return LeakageReport(len(patients), len(groups), len(exact), len(pairs), details)
