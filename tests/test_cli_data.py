@@ -290,3 +290,17 @@ def test_set_accepts_scientific_notation_and_range_checks(tmp_path):
                             ("data.workers=0", "'data.workers' must be in [1, inf]"),
                             ("classes=[Normal, Normal]", "more than once")]:
         one_error(invoke("index", data, "-o", tmp_path / "m.csv", "--set", override), words)
+
+
+def test_index_follows_a_symlinked_class_folder(tmp_path):
+    """Item 5: class folders that are symlinks are read (a loop is reported, not followed)."""
+    store = write_class_folders(tmp_path / "store", 3)
+    data = tmp_path / "data"
+    data.mkdir()
+    for cls in ("COVID-19", "Normal", "Viral Pneumonia"):
+        (data / cls).symlink_to(store / cls, target_is_directory=True)
+    (store / "Normal" / "loop").symlink_to(data, target_is_directory=True)
+    res = invoke("index", data, "-o", tmp_path / "m.csv")
+    assert res.exit_code == 0, res.output
+    assert "Images: 9" in res.output and "symlinked folder already read" in res.output
+    assert len(read(tmp_path / "m.csv")) == 9

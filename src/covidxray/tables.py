@@ -113,17 +113,21 @@ def write_table(df: pd.DataFrame, path: str | Path, writer: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{shown(path)} is a folder; give a file name for the CSV")
-    estimate = int(df.memory_usage(deep=True).sum()) // 2 + 4096
-    atomic.check_free_space(path.parent, estimate, f"{path.name}")
+    size = len(df.to_csv(index=False).encode("utf-8", "surrogateescape")) + 4096  # + the sidecar
+    atomic.check_free_space(path.parent, size, shown(path.name))
+    stage = "csv"
     try:
+        sidecar(path).unlink(missing_ok=True)  # a failed write must not leave the old sidecar on a new CSV
         atomic.write_csv(df, path)
+        stage = "sidecar"
         meta = {"format": FORMAT, "writer": writer, "rows": len(df), "columns": [str(c) for c in df.columns],
                 "sha256": _sha256(path)}
         atomic.write_json(sidecar(path), meta)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskSpaceError(f"{shown(path)}: disk full while writing it; nothing was written "
-                                 f"(any previous file is unchanged): {err.strerror}") from None
+            what = ("the CSV was written, its sidecar was not" if stage == "sidecar"
+                    else "nothing was written (any previous file is unchanged)")
+            raise DiskSpaceError(f"{shown(path)}: disk full while writing it; {what}: {err.strerror}") from None
         raise
     return path
 
