@@ -244,3 +244,16 @@ def test_read_splits_refuses_a_truncated_splits_file(tmp_path):
     f.write_text("".join(lines[:4]) + "4.png,Normal,\n")
     with pytest.raises(data.DataError, match="empty 'split'"):
         data.read_splits(f, ["Normal"])
+
+
+def test_prepare_splits_warns_about_val_0_and_a_tiny_train_split(tmp_path):
+    from covidxray.config import load_config
+    from fixtures_images import write_class_folders
+
+    root = write_class_folders(tmp_path / "data", 3)
+    logged: list[str] = []
+    cfg = load_config([], ["data.val=0", "data.test=0.3", "data.workers=1"])
+    data.prepare_splits(cfg, root, tmp_path / "run", log=logged.append)
+    warnings = [m for m in logged if m.startswith("warning:")]
+    assert any("val fraction is 0" in w for w in warnings)
+    assert any("the train split has only 6 image(s)" in w for w in warnings)

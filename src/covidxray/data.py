@@ -79,6 +79,7 @@ def prepare_splits(cfg: Mapping, dataset: str | Path, out_dir: Path, log=print) 
         The splits table (columns include path, label, split).
     """
     from covidxray import atomic, discover, split, tables
+    from covidxray.integrity import split_warnings
 
     classes = list(cfg["classes"])
     dataset = Path(dataset)
@@ -106,6 +107,9 @@ def prepare_splits(cfg: Mapping, dataset: str | Path, out_dir: Path, log=print) 
     empty = [c for c in classes if not ((df["label"] == c) & (df["split"] == "train")).any()]
     if empty:
         raise DataError(f"{dataset}: no training images for classes {empty}")
+    for warning in split_warnings(df, float((df["split"] == "val").mean()), float((df["split"] == "test").mean()),
+                                  classes):
+        log(f"warning: {warning}")
     tables.write_table(df, out_dir / "splits.csv", "covidxray train")
     return df
 
