@@ -190,7 +190,9 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
         if (run / "state.json").exists() or (run / "config.yaml").exists():
             raise FileExistsError(f"{run} already holds a run; use --resume {run} or another --out")
         source_data = data.resolve_dataset(cfg, dataset, log)
-        cfg.dump(run / "config.yaml", dataset=source_data)  # the dataset recorded, so a resume can redo the splits
+        # the dataset recorded, so a resume can redo the splits when a kill came before them
+        same = paths.from_config(cfg.data.dataset) == source_data
+        cfg.dump(run / "config.yaml", dataset=None if same else source_data)
         splits = data.prepare_splits(cfg, source_data, run, log)
     state = _load_state(run)
     t, m = cfg.train, cfg.model
