@@ -102,6 +102,22 @@ def test_cache_refuses_a_full_disk_up_front_and_leaves_nothing(tmp_path, monkeyp
     assert not list((tmp_path / "cache").rglob("images.npy"))
 
 
+def test_cache_file_is_reserved_up_front_so_a_full_disk_is_an_error_not_sigbus(tmp_path, monkeypatch):
+    import errno
+
+    from covidxray import cache
+
+    files = _images(tmp_path)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(DiskSpaceError, match="not enough free disk space for the image cache"):
+        cache.build_cache(files, 32, tmp_path / "cache")
+    assert _tmp_files(tmp_path / "cache") == []
+
+
 def test_cache_interrupted_leaves_no_temp_file_and_builds_next_time(tmp_path, monkeypatch):
     from covidxray import cache
 
