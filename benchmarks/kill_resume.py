@@ -182,7 +182,8 @@ def main() -> None:
                 break
             last_err = done.stderr.strip().splitlines()[-1:] if done.stderr.strip() else ["(no message)"]
         rec.update(resumes=resumes, outcome=outcome or f"resume failed: {last_err}",
-                   resume_lines=[ln for ln in (done.stdout + done.stderr).splitlines() if "resume" in ln][:10],
+                   resume_lines=[ln for ln in (done.stdout + done.stderr).splitlines()
+                                 if ln.startswith(("resume:", "stage '"))][:10],
                    round_s=round(time.monotonic() - r0, 1))
         rec["ok"] = rec["outcome"] == "ok"
         rounds.append(rec)
