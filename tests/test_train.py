@@ -152,3 +152,97 @@ def test_cli_imagenet_offline_is_a_clear_message(monkeypatch, tmp_path, phantom_
     assert result.exit_code == 2 and "Traceback" not in result.output
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "ImageNet" in error[0] and "--weights PATH" in error[0]
+
+
+# --- crash safety: a kill inside a checkpoint write, damaged checkpoints on resume -------------------
+
+KILL_IN_CHECKPOINT = """
+import os, signal, sys
+import keras
+from covidxray import training_utils
+from covidxray.config import load_config
+from covidxray.train import train
+training_utils.AtomicCheckpoint._is_improvement = lambda self, current, best: True  # a best save each epoch
+real = keras.Model.save_weights
+saves = []
+def dying(self, filepath, *args, **kwargs):
+    real(self, filepath, *args, **kwargs)
+    if os.path.basename(str(filepath)).startswith((".best_scratch", "best_scratch")):
+        saves.append(filepath)
+        if len(saves) == 3:  # the third epoch's checkpoint: cut the file short, die inside the write
+            with open(filepath, "r+b") as fh:
+                fh.truncate(os.path.getsize(filepath) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+keras.Model.save_weights = dying
+cfg = load_config(["smoke"], ["train.epochs=4", "train.patience=10", "data.cache_dir=" + sys.argv[3]])
+train(cfg, dataset=sys.argv[1], out=sys.argv[2], log=lambda *_: None)
+"""
+
+
+@pytest.fixture(scope="module")
+def killed_in_checkpoint(tmp_path_factory, phantom_dir):
+    """A run SIGKILLed while writing its third best-weights checkpoint (kept pristine; tests copy it)."""
+    base = tmp_path_factory.mktemp("killed")
+    run = base / "run"
+    done = subprocess.run([sys.executable, "-c", KILL_IN_CHECKPOINT, str(phantom_dir), str(run),
+                           str(base / "cache")], env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    return run
+
+
+def _copy_run(src, tmp_path):
+    import shutil
+
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _resume(run):
+    done = subprocess.run(CLI + ["train", "--resume", str(run)], env=ENV, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    return (done.stdout + done.stderr).splitlines()
+
+
+def _assert_finished(run):
+    from covidxray.runinfo import load_run
+
+    hist = pd.read_csv(run / "history.csv")
+    assert list(hist["epoch"]) == [0, 1, 2, 3] and list(hist["global_epoch"]) == [0, 1, 2, 3]
+    model, meta = load_run(run)
+    assert meta["status"] == "finished" and model.output_shape[-1] == 3
+    assert not [p for p in run.rglob("*") if ".tmp-covidxray" in p.name]
+
+
+@pytest.mark.slow
+def test_kill_inside_the_checkpoint_write_leaves_the_checkpoint_whole_and_resume_finishes(
+        killed_in_checkpoint, tmp_path):
+    from covidxray.training_utils import weights_problem
+
+    run = _copy_run(killed_in_checkpoint, tmp_path)
+    assert [p for p in run.glob(".best_scratch.*.tmp-covidxray.weights.h5")]  # died inside this write
+    assert weights_problem(run / "best_scratch.weights.h5") is None  # ...which never touched the target
+    assert not (run / "model.keras").exists()
+    lines = _resume(run)
+    assert not [line for line in lines if line.startswith("resume: ")]
+    assert [line for line in lines if "resuming after epoch 2" in line]
+    _assert_finished(run)
+
+
+@pytest.mark.slow
+def test_damaged_checkpoint_and_backup_fall_back_to_the_previous_good_ones_on_resume(
+        killed_in_checkpoint, tmp_path):
+    run = _copy_run(killed_in_checkpoint, tmp_path)
+    for name in ("best_scratch.weights.h5", "backup/scratch/epoch0002.weights.h5"):
+        f = run / name
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])  # what an in-place write cut short leaves
+    lines = _resume(run)
+    damaged = [line for line in lines if line.startswith("resume: ")]
+    assert len(damaged) == 2, damaged
+    assert any(line.startswith("resume: best_scratch.weights.h5 is damaged (")
+               and line.endswith("; using best_scratch.prev.weights.h5") for line in damaged), damaged
+    assert any(line.startswith("resume: backup/scratch/epoch0002.weights.h5 is damaged (")
+               and line.endswith("; using backup/scratch/epoch0001.weights.h5") for line in damaged), damaged
+    assert [line for line in lines if "resuming after epoch 1" in line]
+    _assert_finished(run)

@@ -56,3 +56,72 @@ def test_history_merge_counts_a_resumed_epoch_once(tmp_path):
     assert hist.loc[1, "val_loss"] == 0.7
     assert best_so_far(tmp_path / "history_scratch.csv", "val_loss") == 0.7
     assert best_so_far(tmp_path / "none.csv", "val_loss") is None
+
+
+def _tiny_model(seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((4,))
+    return keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(8)(inp)))
+
+
+def test_history_repair_drops_a_partial_last_line_and_epochs_to_redo(tmp_path):
+    from covidxray.training_utils import repair_history
+
+    f = tmp_path / "history_scratch.csv"
+    f.write_text("epoch,loss,val_loss\n0,1.0,1.1\n1,0.9,1.0\n2,0.8,0.9\n3,0.7")  # killed mid-row
+    repair_history(f, before_epoch=3)
+    assert f.read_text() == "epoch,loss,val_loss\n0,1.0,1.1\n1,0.9,1.0\n2,0.8,0.9\n"
+    repair_history(f, before_epoch=1)  # the resume point is epoch 1: later rows will be logged again
+    assert f.read_text() == "epoch,loss,val_loss\n0,1.0,1.1\n"
+    f.write_text("epoch,lo")  # killed inside the header
+    repair_history(f, before_epoch=0)
+    assert not f.exists()
+
+
+def test_checkpoint_keeps_the_previous_one_and_a_damaged_one_falls_back_in_one_line(tmp_path):
+    from covidxray.training_utils import load_first_good, previous_path, save_weights_atomic, weights_problem
+
+    first, second = _tiny_model(0), _tiny_model(1)
+    best = tmp_path / "best_scratch.weights.h5"
+    save_weights_atomic(first, best, keep_previous=True)
+    save_weights_atomic(second, best, keep_previous=True)
+    prev = previous_path(best)
+    assert prev.name == "best_scratch.prev.weights.h5"
+    assert weights_problem(best) is None and weights_problem(prev) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([best.name, prev.name])
+    best.write_bytes(best.read_bytes()[:1500])  # cut short, as an in-place write killed halfway
+    assert weights_problem(best)
+    lines: list[str] = []
+    model = _tiny_model(2)
+    assert load_first_good(model, [best, prev], lines.append) == prev
+    assert len(lines) == 1 and lines[0].startswith("resume: best_scratch.weights.h5 is damaged (")
+    assert lines[0].endswith("; using best_scratch.prev.weights.h5")
+    for got, want in zip(model.get_weights(), first.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_no_usable_backup_restarts_the_stage_and_says_so(tmp_path):
+    from covidxray.training_utils import EpochBackup, backup_candidates, restore_backup
+
+    model = _tiny_model(0)
+    folder = tmp_path / "backup" / "scratch"
+    cb = EpochBackup(folder)
+    cb.set_model(model)
+    for epoch in range(3):
+        cb.on_epoch_end(epoch)
+    assert [e for e, _ in backup_candidates(folder)] == [3, 2]  # the newest two are kept
+    before = [w.copy() for w in model.get_weights()]
+    lines: list[str] = []
+    assert restore_backup(_tiny_model(1), folder, "scratch", lines.append) == 3 and lines == []
+    for _, f in backup_candidates(folder):
+        f.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    fresh = _tiny_model(1)
+    start = [w.copy() for w in fresh.get_weights()]
+    assert restore_backup(fresh, folder, "scratch", lines.append) == 0
+    assert len(lines) == 2 and all(" is damaged (" in line for line in lines)
+    assert lines[-1].endswith("restarting stage 'scratch' from epoch 0")
+    for got, want in zip(fresh.get_weights(), start, strict=True):  # untouched: the stage starts afresh
+        np.testing.assert_array_equal(got, want)
+    assert before

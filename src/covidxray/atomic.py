@@ -79,6 +79,40 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it takes ``target``'s place.
+
+    For writers that produce a folder (``model.export``). The swap is two renames: a kill between
+    them leaves the old folder under a temporary name (removed by :func:`remove_stale_tmp`) and no
+    ``target``, never a half-written ``target``.
+
+    Raises:
+        NotADirectoryError: ``target`` is an existing file.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file; give a folder name")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_TAG}")
+    old = target.with_name(f".{target.name}.{os.getpid()}{TMP_TAG}.old")
+    for p in (tmp, old):
+        shutil.rmtree(p, ignore_errors=True)
+    try:
+        yield tmp
+        if tmp.is_dir():
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    fsync_file(f)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+    finally:
+        for p in (tmp, old):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write bytes atomically; returns the path."""
     with atomic_path(path) as tmp:
@@ -131,9 +165,9 @@ def check_free_space(folder: str | Path, needed_bytes: int, what: str, margin: f
 
 
 def remove_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete temporary files that killed processes of this package left in ``folder``.
+    """Delete temporary files (and folders) that killed processes of this package left in ``folder``.
 
-    Only files whose writer process no longer exists are removed.
+    Only entries whose writer process no longer exists are removed.
 
     Returns:
         The removed paths.
@@ -148,7 +182,10 @@ def remove_stale_tmp(folder: str | Path) -> list[Path]:
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not _alive(pid):
-            f.unlink(missing_ok=True)
+            if f.is_dir() and not f.is_symlink():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
             removed.append(f)
     return removed
 

@@ -9,9 +9,13 @@ and the cache is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from covidxray import paths
-from covidxray.imageio import ImageReadError, read_image
+from covidxray import atomic, paths
+from covidxray.errors import DiskSpaceError
+from covidxray.imageio import read_image
 
 #: What happens to a file before it reaches the model; stored in run.json and checked at predict time.
 PREPROCESSING = {
@@ -99,8 +104,26 @@ def build_cache(
     target = folder / "images.npy"
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"images.{os.getpid()}.tmp.npy"
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size))
+        atomic.remove_stale_tmp(folder)
+        for old in folder.glob("images.*.tmp.npy"):  # the temporary name used before covidxray.atomic
+            old.unlink(missing_ok=True)
+        _build(files, size, folder, target, workers, chunk)
+    return np.load(target, mmap_mode="r")
+
+
+def _build(files: list[str], size: int, folder: Path, target: Path, workers: int, chunk: int) -> None:
+    """Decode into a temporary memory map that is moved over ``target`` only when complete.
+
+    The file is allocated for real first (``posix_fallocate``) after a free-space check, so a full
+    disk is a :class:`~covidxray.errors.DiskSpaceError` up front rather than a SIGBUS halfway; the
+    temporary file is removed on every way out (error, Ctrl-C, SIGTERM).
+    """
+    shape = (len(files), size, size)
+    nbytes = int(np.prod(shape))
+    atomic.check_free_space(folder, nbytes + 2**16, f"the {size} px image cache of {len(files)} images")
+    with atomic.atomic_path(target) as tmp, _sigterm_as_interrupt():
+        _allocate(tmp, shape)
+        arr = np.lib.format.open_memmap(tmp, mode="r+")
         tasks = [(files[i : i + chunk], size) for i in range(0, len(files), chunk)]
         try:
             if workers > 1 and len(tasks) > 1:
@@ -110,11 +133,49 @@ def build_cache(
             else:
                 for i, task in enumerate(tasks):
                     arr[i * chunk : i * chunk + len(task[0])] = _load_chunk(task)
-        except ImageReadError:
-            tmp.unlink(missing_ok=True)
-            raise
-        arr.flush()
-        del arr
-        (folder / "meta.json").write_text(json.dumps({"n": len(files), "size": size, **PREPROCESSING}))
-        os.replace(tmp, target)
-    return np.load(target, mmap_mode="r")
+            arr.flush()
+        finally:
+            del arr
+        atomic.write_json(folder / "meta.json", {"n": len(files), "size": size, **PREPROCESSING}, indent=None)
+
+
+def _allocate(path: Path, shape: tuple[int, ...]) -> None:
+    """Write an ``.npy`` header for ``shape`` uint8 and reserve the data blocks on disk."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        offset = fh.tell()
+        total = offset + int(np.prod(shape))
+        fh.flush()
+        try:
+            os.posix_fallocate(fh.fileno(), 0, total)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskSpaceError(f"{path.parent}: not enough free disk space for the image cache "
+                                     f"({total / 2**20:.1f} MiB)") from None
+            if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            fh.truncate(total)  # file system without fallocate: sparse, the free-space check stands
+        except AttributeError:  # no posix_fallocate (macOS, Windows)
+            fh.truncate(total)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """In the main thread, turn SIGTERM into KeyboardInterrupt so cleanup runs (restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -22,6 +22,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import brier_score_loss
 
+from covidxray import atomic
+
 _PROB_TOL = 1e-3
 _LOG_EPS = 1e-12
 _LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
@@ -244,7 +246,7 @@ class Calibration:
         """Write the calibration as JSON (parents created) and return the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        atomic.write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
 
     @classmethod

@@ -63,9 +63,12 @@ class Config(dict):
         """Return a plain nested dict (for YAML/JSON)."""
         return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
 
-    def dump(self, path: str | Path) -> None:
-        """Write the resolved config as YAML (atomically)."""
-        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def dump(self, path: str | Path, dataset: str | Path | None = None) -> None:
+        """Write the resolved config as YAML (atomically); ``dataset`` replaces ``data.dataset`` in it."""
+        d = self.to_dict()
+        if dataset is not None and isinstance(d.get("data"), dict):
+            d["data"]["dataset"] = str(dataset)
+        write_text(path, yaml.safe_dump(d, sort_keys=False))
 
 
 def _wrap(d: Mapping) -> Config:

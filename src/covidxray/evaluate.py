@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covidxray import paths, plots, runinfo
+from covidxray import atomic, paths, plots, runinfo
 from covidxray.calibration import apply_temperature, expected_calibration_error
 from covidxray.config import Config
 from covidxray.data import SPLITS, DataError, is_splits_file, read_splits
@@ -181,7 +181,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
     out.mkdir(parents=True, exist_ok=True)
     quarantine = chosen["quarantine"]
     if len(quarantine):
-        quarantine.to_csv(out / "quarantine.csv", index=False)
+        atomic.write_csv(quarantine, out / "quarantine.csv")
         log(f"{len(quarantine)} file(s) quarantined and not evaluated: see {out / 'quarantine.csv'}")
     else:
         (out / "quarantine.csv").unlink(missing_ok=True)  # from an earlier evaluation of this name
@@ -212,8 +212,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
     table_out["correct"] = pred == y
     if threshold is not None:
         table_out[decision_column(positive)] = probs[:, classes.index(positive)] >= threshold
-    table_out.to_csv(out / "predictions.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic.write_csv(table_out, out / "predictions.csv")
+    atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     _figures(out, run, y, raw, probs, images, classes, metrics["confusion_matrix"], n_boot, seed, log)
     return out
 

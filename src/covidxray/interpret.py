@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from covidxray import atomic
 from covidxray.errors import UsageError
 from covidxray.plots import _styled
 
@@ -291,9 +292,9 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
            "methods": results, "flagged": rand.flagged, "ablation": ablation, "settings": ex}
     out = Path(out) if out else run / "interpret" / split
     out.mkdir(parents=True, exist_ok=True)
-    pd.concat(per_image, ignore_index=True).to_csv(out / "localisation.csv", index=False)
+    atomic.write_csv(pd.concat(per_image, ignore_index=True), out / "localisation.csv")
     rep["figures"] = _figures(out, model, s, kept, faith, rand, rep, ex)
-    (out / "interpret.json").write_text(json.dumps(_jsonable(rep), indent=2))
+    atomic.write_text(out / "interpret.json", json.dumps(_jsonable(rep), indent=2))
     return rep
 
 

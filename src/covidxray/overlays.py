@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from covidxray import atomic
 from covidxray.errors import UsageError
 from covidxray.plots import _styled
 
@@ -272,5 +273,5 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
                    [lungs[i] for i in pick], cmap, alpha, save_to=path)
     report.figures.append(path)
     report.table = pd.DataFrame(rows)
-    report.table.to_csv(out / "explain.csv", index=False)
+    atomic.write_csv(report.table, out / "explain.csv")
     return report

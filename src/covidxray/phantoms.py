@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from covidxray import atomic
 from covidxray.anatomy import Anatomy, render_anatomy, sample_anatomy
 
 KNOWN_CLASSES = ("COVID-19", "Normal", "Viral Pneumonia", "Lung Opacity")
@@ -285,8 +286,10 @@ def marker_probability(label: str, strength: float) -> float:
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"could not write {path}")
+    ok, png = cv2.imencode(path.suffix or ".png", array)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic.write_bytes(path, png.tobytes())
 
 
 def _render_job(job: tuple) -> dict:
@@ -367,5 +370,5 @@ def generate_dataset(out: Path, n_per_class: int = 100, size: int = 256, seed: i
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
             rows = list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    manifest.to_csv(out / "manifest.csv", index=False)
+    atomic.write_csv(manifest, out / "manifest.csv")
     return manifest

@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
+from covidxray import atomic
 from covidxray.calibration import expected_calibration_error, reliability_curve, validate_probs
 from covidxray.metrics import (
     auc_from_groups,
@@ -67,7 +68,8 @@ def _styled(func: Callable[..., Figure]) -> Callable[..., Figure]:
             if save_to is not None:
                 path = Path(save_to)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
+                with atomic.atomic_path(path) as tmp:
+                    fig.savefig(tmp, dpi=150, bbox_inches="tight", facecolor="white")
         return fig
 
     return wrapper

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidxray import cache, data, paths, runinfo
+from covidxray import atomic, cache, data, paths, runinfo
 from covidxray.calibration import (
     Calibration,
     apply_temperature,
@@ -236,9 +236,9 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_csv: str | Pa
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(out_csv, index=False)
+    atomic.write_csv(out, out_csv)
     errors_csv = out_csv.with_name(out_csv.stem + ".errors.csv")
     err_df = pd.DataFrame(errors, columns=["path", "reason"])
-    err_df.to_csv(errors_csv, index=False)
+    atomic.write_csv(err_df, errors_csv)
     out.attrs.update(errors=err_df, errors_csv=str(errors_csv), ignored=ignored)
     return out

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from covidxray import runinfo
+from covidxray import atomic, runinfo
 from covidxray.calibration import apply_temperature
 from covidxray.config import Config
 from covidxray.data import DataError
@@ -158,7 +158,7 @@ def probe_run(run_dir: str | Path, data: str | Path | None = None, split: str = 
     out = Path(out) if out else run / "shortcut"
     out.mkdir(parents=True, exist_ok=True)
     plot_probe(report, save_to=out / "probe.png")
-    (out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic.write_text(out / "probe.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -228,8 +228,8 @@ def leave_one_source_out(cfg: Config, dataset: str | Path | None = None, out: st
             continue
         fold = out / f"without-{_slug(held)}"
         fold.mkdir(parents=True, exist_ok=True)
-        rest.to_csv(fold / "train_manifest.csv", index=False)
-        test.to_csv(fold / "held_out.csv", index=False)
+        atomic.write_csv(rest, fold / "train_manifest.csv")
+        atomic.write_csv(test, fold / "held_out.csv")
         run = train_or_reuse(copy.deepcopy(cfg), fold / "train_manifest.csv", fold / "run", log)
         loaded = _load(run, log)
         scored = {name: _score(loaded, d, "test", log) for name, d in
@@ -237,7 +237,7 @@ def leave_one_source_out(cfg: Config, dataset: str | Path | None = None, out: st
         report["folds"][held] = {"run": str(run), "n_train_pool": int(len(rest)), "n_held_out": int(len(test)),
                                  **{k: point_metrics(v["y"], v["probs"], *v["metric_args"]) for k, v in scored.items()}}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "loso.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic.write_text(out / "loso.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

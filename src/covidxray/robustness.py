@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from covidxray import runinfo
+from covidxray import atomic, runinfo
 from covidxray.calibration import apply_temperature
 from covidxray.corruptions import CORRUPTIONS, SEVERITIES, affine, corrupt
 from covidxray.errors import UsageError
@@ -210,7 +210,7 @@ def _write(report: dict, images: np.ndarray, out: Path) -> list[str]:
     if report["tta"]:
         figures.append("tta_effect.png")
         plot_tta_effect(report, save_to=out / "tta_effect.png")
-    (out / "robustness.json").write_text(json.dumps({**report, "figures": figures}, indent=2) + "\n")
+    atomic.write_text(out / "robustness.json", json.dumps({**report, "figures": figures}, indent=2) + "\n")
     return figures
 
 

@@ -3,17 +3,22 @@ with the wrong class order or input scaling."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from covidxray import paths
-from covidxray.errors import CovidxrayError
+from covidxray import atomic, paths
+from covidxray.errors import CovidxrayError, RunLockedError
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless",
             "pillow", "pydicom", "imagehash", "tf-keras-vis", "matplotlib")
@@ -53,10 +58,43 @@ def file_sha256(path: str | Path) -> str:
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (no half-written run.json after a kill)."""
-    p = Path(path)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(p)
+    atomic.write_json(path, data)
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: str | Path) -> Iterator[Path]:
+    """Hold a run folder for one trainer: a second ``train`` / ``--resume`` on it fails at once.
+
+    The lock is an ``flock`` on ``<run>/.lock`` (the ``filelock`` package), which the kernel releases
+    when the holder exits however it dies, so a killed run never blocks its own ``--resume``. Who
+    holds it (pid, host, start time, command) is written to ``<run>/.lock.owner`` for the message.
+
+    Raises:
+        RunLockedError: The folder is held, naming the holder.
+    """
+    from filelock import FileLock, Timeout
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    owner_file = run / ".lock.owner"
+    lock = FileLock(str(run / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            o = json.loads(owner_file.read_text())
+            who = f"pid {o.get('pid')} on {o.get('host')} since {o.get('started')} ({o.get('command')})"
+        except (OSError, ValueError):
+            who = "another process (owner unknown)"
+        raise RunLockedError(f"{run} is in use by {who}; wait for it to finish or stop it") from None
+    try:
+        atomic.write_json(owner_file, {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                                       "command": " ".join(sys.argv)[:300]})
+        yield run
+    finally:
+        owner_file.unlink(missing_ok=True)
+        lock.release()
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

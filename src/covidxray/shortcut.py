@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from covidxray import paths, runinfo
+from covidxray import atomic, paths, runinfo
 from covidxray.cache import load_for_model, resize_mask
 from covidxray.config import Config, load_config
 from covidxray.imageio import read_mask
@@ -241,7 +241,7 @@ def run_probe(cfg: Config, out: str | Path | None = None, log: Callable = print)
                   title=f"{rc.cam_method} ({rc.cam_layer}) for {cfg.positive_class}; cyan: marker box")
     plot_summary(report, save_to=out / "shortcut_summary.png")
     report.update(seconds=round(time.monotonic() - t0, 1), figures=["shortcut_examples.png", "shortcut_summary.png"])
-    (out / "shortcut.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic.write_text(out / "shortcut.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

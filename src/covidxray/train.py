@@ -11,6 +11,8 @@ The test split is never read here.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidxray import augment, cache, data, paths, runinfo
+from covidxray import atomic, augment, cache, data, paths, runinfo
 from covidxray.config import Config, load_config
 
 
@@ -41,16 +43,41 @@ def _compile(model, lr: float, cfg: Config) -> None:
 
 
 def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, log):
-    from covidxray.training_utils import stage_callbacks
+    from covidxray.training_utils import (
+        load_first_good,
+        previous_path,
+        repair_history,
+        restore_backup,
+        stage_callbacks,
+    )
 
-    budget = f"{cfg.train.max_minutes:g} min" if cfg.train.schedule == "time" else f"{epochs} epochs"
-    log(f"stage '{stage}': up to {epochs} epochs, lr {lr_fn(cfg.train.warmup_epochs):.2e}, cosine over {budget}")
-    callbacks = stage_callbacks(run, stage, cfg, lr_fn)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-              callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     best = run / f"best_{stage}.weights.h5"
-    if best.is_file():
-        model.load_weights(best)
+    backup = run / "backup" / stage
+    callbacks = []
+    if (backup / "fit_done.json").is_file():  # killed after fit ended, before the stage was recorded
+        log(f"stage '{stage}': training had finished; using its best weights")
+    else:
+        start = restore_backup(model, backup, stage, log)
+        if start:
+            log(f"stage '{stage}': resuming after epoch {start}")
+        repair_history(run / f"history_{stage}.csv", start)
+        best_valid = True
+        if best.is_file() or previous_path(best).is_file():
+            snapshot = model.get_weights()  # checking the best file must not change the resume point
+            used = load_first_good(model, [best, previous_path(best)], log,
+                                   none_left="the best epoch so far is lost; tracking it anew")
+            model.set_weights(snapshot)
+            if used != best:
+                best_valid = False
+                best.unlink(missing_ok=True)
+                if used is not None:
+                    os.replace(used, best)
+        budget = f"{cfg.train.max_minutes:g} min" if cfg.train.schedule == "time" else f"{epochs} epochs"
+        log(f"stage '{stage}': up to {epochs} epochs, lr {lr_fn(cfg.train.warmup_epochs):.2e}, cosine over {budget}")
+        callbacks = stage_callbacks(run, stage, cfg, lr_fn, start, best_valid)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    load_first_good(model, [best, previous_path(best)], log, none_left="keeping the last epoch's weights")
     if any(getattr(cb, "stopped", False) for cb in callbacks):
         log(f"stage '{stage}' stopped at the time limit (train.max_minutes)")
 
@@ -82,7 +109,7 @@ def _stage1_cached(model, run, cfg, images, labels, val_images, val_labels, clas
         out = layer(out)
     head = keras.Model(inp, out)
     _compile(head, t.stage1_lr, cfg)
-    cbs = [keras.callbacks.CSVLogger(str(run / "history_stage1.csv")),
+    cbs = [keras.callbacks.CSVLogger(str(run / "history_stage1.csv")),  # rewritten whole: a rerun redoes it
            keras.callbacks.EarlyStopping(monitor=t.monitor, patience=t.patience, restore_best_weights=True),
            keras.callbacks.LearningRateScheduler(cosine_schedule(t.stage1_lr, t.stage1_epochs))]
     head.fit(x, y, validation_data=(xv, yv), epochs=t.stage1_epochs, batch_size=bs,
@@ -94,9 +121,19 @@ def _load_state(run: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {"stages_done": [], "wall_s": 0.0}
 
 
+def _clean_run_folder(run: Path) -> None:
+    """Remove what killed writers left behind: temporary files in the run and its backup folders."""
+    atomic.remove_stale_tmp(run)
+    for sub in (run / "backup").glob("*"):
+        atomic.remove_stale_tmp(sub)
+
+
 def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str | Path | None = None,
           resume: str | Path | None = None, log=print) -> Path:
-    """Train a classifier and write a complete run folder.
+    """Train a classifier and write a complete run folder (locked against a second trainer).
+
+    Every file is written atomically; after a kill anywhere, ``resume`` continues from the last good
+    checkpoint (damaged ones are reported in one line each and skipped).
 
     Args:
         cfg: Resolved config (ignored when resuming: the run's own config.yaml is used).
@@ -107,24 +144,56 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
 
     Returns:
         The run folder.
+
+    Raises:
+        RunLockedError: Another process is training or resuming the same run folder.
     """
+    if resume:
+        run = Path(resume)
+        if not (run / "config.yaml").is_file():
+            raise runinfo.RunError(f"{run}: nothing to resume (no config.yaml: the run had not started); "
+                                   "start it again without --resume")
+    else:
+        run = Path(out) if out else _default_run_dir(cfg)
+        run.mkdir(parents=True, exist_ok=True)
+    with runinfo.lock_run(run):
+        _clean_run_folder(run)
+        return _train(cfg, dataset, run, resume, log)
+
+
+def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: str | Path | None,
+           log=print) -> Path:
+    """The body of :func:`train`, run while holding the run folder's lock."""
     import keras
 
     from covidxray import models
-    from covidxray.training_utils import cosine_schedule, elapsed_s, get_strategy, merge_history, set_seed
+    from covidxray.training_utils import (
+        cosine_schedule,
+        elapsed_s,
+        export_atomic,
+        get_strategy,
+        load_first_good,
+        merge_history,
+        save_model_atomic,
+        save_weights_atomic,
+        set_seed,
+    )
 
     if resume:
-        run = Path(resume)
         cfg = load_config([run / "config.yaml"])
-        splits = data.read_splits(run / "splits.csv", cfg.classes)
         log(f"resuming {run}")
+        if (run / "splits.csv").is_file():
+            splits = data.read_splits(run / "splits.csv", cfg.classes)
+        else:  # killed before the splits were written: make them again from the recorded dataset
+            splits = data.prepare_splits(cfg, data.resolve_dataset(cfg, None, log), run, log)
     else:
-        run = Path(out) if out else _default_run_dir(cfg)
-        if (run / "state.json").exists():
+        if (run / "state.json").exists() or (run / "config.yaml").exists():
             raise FileExistsError(f"{run} already holds a run; use --resume {run} or another --out")
-        run.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run / "config.yaml")
-        splits = data.prepare_splits(cfg, data.resolve_dataset(cfg, dataset), run, log)
+        source_data = data.resolve_dataset(cfg, dataset, log)
+        # the dataset recorded, so a resume can redo the splits when a kill came before them
+        same = paths.from_config(cfg.data.dataset) == source_data
+        cfg.dump(run / "config.yaml", dataset=None if same else source_data)
+        splits = data.prepare_splits(cfg, source_data, run, log)
     state = _load_state(run)
     t, m = cfg.train, cfg.model
     set_seed(cfg.seed, t.deterministic)
@@ -167,8 +236,10 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
     t0 = time.monotonic()
     for stage in stages:
         if stage in state["stages_done"]:
-            model.load_weights(run / f"{stage}.weights.h5")
-            continue
+            if load_first_good(model, [run / f"{stage}.weights.h5", run / f"best_{stage}.weights.h5"], log,
+                               none_left=f"training stage '{stage}' again"):
+                continue
+            state["stages_done"].remove(stage)
         with strategy.scope():
             if stage == "stage1":
                 models.set_trainable(model, m.backbone, 0)
@@ -182,16 +253,17 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
                 _compile(model, lr, cfg)  # recompile after changing `trainable`
                 _fit(model, stage, run, cfg, train_ds, val_ds, epochs,
                      cosine_schedule(lr, epochs, t.warmup_epochs), cw, log)
-        model.save_weights(run / f"{stage}.weights.h5")
+        save_weights_atomic(model, run / f"{stage}.weights.h5")
         state["stages_done"].append(stage)
         # a fitted stage's time includes the part before an interruption (elapsed_<stage>.txt)
         state.setdefault("stage_s", {})[stage] = round(elapsed_s(run, stage) or time.monotonic() - t0, 1)
         state["wall_s"] = sum(state["stage_s"].values())
         t0 = time.monotonic()
         runinfo.write_json(run / "state.json", state)
+        shutil.rmtree(run / "backup" / stage, ignore_errors=True)  # recorded as done: its resume points go
     hist = merge_history(run, stages)
-    model.save(run / "model.keras")
-    model.export(str(run / "saved_model"), verbose=False)
+    save_model_atomic(model, run / "model.keras")
+    export_atomic(model, run / "saved_model")
     meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
                 epochs_run=int(len(hist)), finished=datetime.now(UTC).isoformat())
     runinfo.write_json(run / "run.json", meta)

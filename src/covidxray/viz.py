@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch, Patch
 from sklearn.metrics import roc_auc_score
 
-from covidxray import paths
+from covidxray import atomic, paths
 from covidxray.config import Config
 from covidxray.imageio import read_image, read_mask
 from covidxray.phantoms import KNOWN_CLASSES
@@ -721,7 +721,7 @@ def write_data_tables(ctx: NotebookContext, found, splits: pd.DataFrame) -> dict
     tables = {"index": found.manifest, "quarantine": found.quarantine, "splits": splits}
     written = {name: ctx.derived / f"{name}.csv" for name, t in tables.items() if name != "quarantine" or len(t)}
     for name, path in written.items():
-        tables[name].to_csv(path, index=False)
+        atomic.write_csv(tables[name], path)
     return written
 
 
