@@ -190,6 +190,16 @@ def train(cfg: Config | None = None, dataset: str | Path | None = None, out: str
         t0 = time.monotonic()
         runinfo.write_json(run / "state.json", state)
     hist = merge_history(run, stages)
+
+    # out-of-distribution score (covidxray.ood): fitted on the training split, threshold on validation
+    from covidxray import ood
+
+    detector = ood.fit(model, images["train"], labels["train"], images["val"], t.batch_size)
+    detector.save(run)
+    meta["ood"] = detector.summary()
+    log(f"OOD score ({detector.method}): threshold {detector.threshold:.3f} passes "
+        f"{detector.val_pass_rate:.1%} of validation images")
+
     model.save(run / "model.keras")
     model.export(str(run / "saved_model"), verbose=False)
     meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
