@@ -86,16 +86,10 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
 
 
 def extract(model, images: np.ndarray, batch_size: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Features of ``images`` for :func:`fit_features` / :meth:`Detector.score_features`.
+    """Key -> ``(N, d)`` float64 features of ``(N, S, S)`` uint8 images, all in one forward pass.
 
-    Args:
-        model: A run's classifier (layer ``gap`` and final dense layer ``probs``).
-        images: ``(N, S, S)`` uint8 model-size images.
-        batch_size: Images per forward pass.
-        keys: Layer names (pooled by global averaging when spatial), ``thumb`` and/or ``logits``.
-
-    Returns:
-        Key -> ``(N, d)`` float64 array; every key in one forward pass.
+    ``keys`` are layer names of ``model`` (globally average-pooled when spatial), ``thumb`` and
+    ``logits`` (the input of the final dense layer ``probs`` through its kernel, before softmax).
     """
     import keras
 
@@ -124,17 +118,11 @@ def extract(model, images: np.ndarray, batch_size: int, keys: Sequence[str]) -> 
 
 
 def fit_mahalanobis(x: np.ndarray, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Class means and the tied Ledoit-Wolf precision matrix of ``x`` (Lee et al., 2018).
+    """Class means ``(K, d)`` and tied Ledoit-Wolf ``precision`` ``(d, d)`` of ``x`` (Lee et al., 2018).
 
-    Features are standardised by their spread before shrinkage (towards a scaled identity), so
-    the shrinkage target is diagonal in the original units; the precision is returned in them.
-
-    Args:
-        x: ``(N, d)`` features.
-        labels: ``(N,)`` class indices (None: one class).
-
-    Returns:
-        ``means`` ``(K, d)`` and ``precision`` ``(d, d)`` (float64).
+    Features are standardised by their within-class spread before shrinkage (towards a scaled
+    identity), so the target is diagonal in the original units; the precision is returned in them.
+    ``labels`` None means one class.
     """
     from sklearn.covariance import LedoitWolf
 
@@ -297,17 +285,8 @@ def fit(model, train_images: np.ndarray, train_labels: np.ndarray | None, val_im
 def fit_run(run: str | Path, model=None, method: str = DEFAULT_METHOD, log: Callable = print) -> Detector:
     """(Re)fit a finished run's OOD score from its ``splits.csv``; writes the files and ``run.json`` key.
 
-    Args:
-        run: Run folder.
-        model: The run's loaded model (loaded when None).
-        method: A key of :data:`METHODS`.
-        log: Where progress messages go.
-
-    Returns:
-        The fitted detector.
-
-    Raises:
-        RunError: No ``splits.csv`` or an empty train / validation split.
+    ``model`` is the run's loaded model (loaded when None). Raises :class:`RunError` without
+    ``splits.csv`` or with an empty train / validation split.
     """
     from covidxray import data
     from covidxray.predict import cached_images, run_config
