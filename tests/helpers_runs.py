@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 #: Small files of a run folder that evaluate/predict read.
-RUN_FILES = ("run.json", "config.yaml", "splits.csv", "history.csv")
+RUN_FILES = ("run.json", "config.yaml", "splits.csv", "history.csv", "ood.json", "ood_stats.npz")
 
 
 def copy_run(src: Path, dst: Path) -> Path:

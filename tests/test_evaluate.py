@@ -82,7 +82,8 @@ def test_every_figure_is_written_at_150_dpi(evaluated):
 
 def test_predictions_csv_uses_full_precision_argmax_and_the_threshold(evaluated):
     pred, m = evaluated["pred"], evaluated["metrics"]
-    assert list(pred.columns) == ["path", "label", *P_COLS, "prediction", "correct", "p_COVID-19_decision"]
+    assert list(pred.columns) == ["path", "label", *P_COLS, "prediction", "correct", "p_COVID-19_decision",
+                                 "ood_score", "ood"]
     probs = pred[P_COLS].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     assert (np.round(probs, 6) != probs).any()  # written unrounded

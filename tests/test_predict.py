@@ -56,7 +56,7 @@ def test_cli_predict_names_every_bad_file_and_predicts_the_rest(smoke_run, image
     assert status == 1  # some inputs failed
     pred = pd.read_csv(out_csv)
     assert sorted(pred["path"]) == sorted(map(str, good))
-    assert list(pred.columns) == ["path", *P_COLS, "prediction", "p_COVID-19_decision"]
+    assert list(pred.columns) == ["path", *P_COLS, "prediction", "p_COVID-19_decision", "ood_score", "ood"]
     probs = pred[P_COLS].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     assert list(pred["prediction"]) == [CLASSES[i] for i in probs.argmax(axis=1)]  # unrounded argmax

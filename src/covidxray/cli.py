@@ -252,6 +252,19 @@ def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/R
           f"(sensitivity >= {cal.target_sensitivity} on validation)")
 
 
+@command("ood")
+def ood_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
+    method: Annotated[str | None, typer.Option(help="OOD method (default: the package's; see covidxray.ood.METHODS).")]
+    = None,
+) -> None:
+    """(Re)fit the out-of-distribution score on the run's training split, threshold on validation
+    (95% of validation images pass); for runs trained before OOD scores existed."""
+    from covidxray.ood import DEFAULT_METHOD, fit_run
+
+    fit_run(run, method=method or DEFAULT_METHOD, log=_echo)
+
+
 @command("explain")
 def explain_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],

@@ -9,6 +9,8 @@ and, for an external dataset with refused files, ``quarantine.csv``.
 Probabilities are temperature-scaled with the run's ``calibration.json`` (fitted on validation,
 see :mod:`covidxray.predict`); ``metrics.json`` reports the ECE before (``ece_uncalibrated``)
 and after (``ece``) scaling, and the operating point uses the threshold chosen on validation.
+``metrics.json`` ``ood`` gives the share of images the run's out-of-distribution score flags
+(:mod:`covidxray.ood`); ``predictions.csv`` has their ``ood_score`` and ``ood`` columns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covidxray import atomic, paths, plots, runinfo
+from covidxray import atomic, ood, paths, plots, runinfo
 from covidxray.calibration import apply_temperature, expected_calibration_error
 from covidxray.config import Config
 from covidxray.data import SPLITS, DataError, is_splits_file, read_splits
@@ -204,6 +206,15 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
         calibration={"fitted_on": cal.fitted_on, "n": cal.n, "target_sensitivity": cal.target_sensitivity,
                      "ece_before": cal.ece_before, "ece_after": cal.ece_after},
     )
+    detector = ood.ensure_ood(run, model, log)
+    if detector is not None:
+        ood_scores = detector.score(model, images, cfg.train.batch_size)
+        flagged = detector.flag(ood_scores)
+        metrics["ood"] = {"method": detector.method, "threshold": detector.threshold, "flagged": int(flagged.sum()),
+                          "flagged_share": float(flagged.mean()), "n": int(flagged.size),
+                          "val_pass_rate": detector.val_pass_rate}
+        if flagged.any():
+            log(ood.warning_line(int(flagged.sum()), int(flagged.size)))
     pred = predict_labels(probs)
     table_out = pd.DataFrame({"path": table["path"], "label": table["label"]})
     for c, cls in enumerate(classes):
@@ -212,6 +223,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
     table_out["correct"] = pred == y
     if threshold is not None:
         table_out[decision_column(positive)] = probs[:, classes.index(positive)] >= threshold
+    if detector is not None:
+        table_out["ood_score"], table_out["ood"] = ood_scores, flagged
     atomic.write_csv(table_out, out / "predictions.csv")
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     _figures(out, run, y, raw, probs, images, classes, metrics["confusion_matrix"], n_boot, seed, log)
@@ -235,8 +248,8 @@ def format_summary(metrics: dict) -> str:
 
     Returns:
         Multi-line text: accuracy, balanced accuracy, macro-F1, macro-AUC (with 95% CIs), the
-        positive class's sensitivity and specificity at the operating point (with CIs), and ECE
-        before and after temperature scaling.
+        positive class's sensitivity and specificity at the operating point (with CIs), ECE
+        before and after temperature scaling, and the share flagged out-of-distribution.
     """
     rows = [(label, _value(metrics.get(key)), _ci(metrics, key)) for label, key in (
         ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
@@ -254,4 +267,8 @@ def format_summary(metrics: dict) -> str:
              f"temperature {metrics.get('temperature', 1.0):.3f}",
              f"{'metric':<{width}}  {'value':>14}  95% CI"]
     lines += [f"{label:<{width}}  {value:>14}  {ci}" for label, value, ci in rows]
+    flag = metrics.get("ood")
+    if flag:
+        lines.append(f"flagged out-of-distribution: {flag['flagged_share']:.1%} ({flag['flagged']} of {flag['n']}; "
+                     f"{flag['method']}, threshold passes {flag['val_pass_rate']:.0%} of validation)")
     return "\n".join(lines)

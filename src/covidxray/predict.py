@@ -7,7 +7,9 @@ fitted automatically the first time a run is used for prediction or evaluation.
 
 :func:`predict` output: ``out_csv`` holds one row per image that could be read (``path``,
 ``p_<class>`` per class, ``prediction`` = argmax of the calibrated probabilities and, when the
-run has a threshold, ``p_<positive>_decision`` = ``p_<positive> >= threshold``). Every input
+run has a threshold, ``p_<positive>_decision`` = ``p_<positive> >= threshold``; ``ood_score`` and
+``ood`` = the score is above the run's out-of-distribution threshold, see :mod:`covidxray.ood`,
+with one warning line naming how many inputs were flagged). Every input
 that could not be used is a row ``path,reason`` of ``<out stem>.errors.csv`` (always written,
 header only when nothing failed), so a failure is never silent.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidxray import atomic, cache, data, paths, runinfo
+from covidxray import atomic, cache, data, ood, paths, runinfo
 from covidxray.calibration import (
     Calibration,
     apply_temperature,
@@ -214,6 +216,7 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_csv: str | Pa
     cal = ensure_calibration(run, model, meta, cfg, log)
     names, size = list(meta["classes"]), meta["image_size"]
     decide = cal.threshold is not None and cal.positive_class in names
+    detector = ood.ensure_ood(run, model, log)
     files, errors, ignored = collect_images(inputs)
     if ignored:
         shown = ", ".join(ignored[:5]) + (", ..." if len(ignored) > 5 else "")
@@ -231,9 +234,15 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_csv: str | Pa
         frame["prediction"] = [names[i] for i in predict_labels(probs)]
         if decide:
             frame[decision_column(cal.positive_class)] = probs[:, names.index(cal.positive_class)] >= cal.threshold
+        if detector is not None:
+            frame["ood_score"] = detector.score(model, np.stack(images), cfg.train.batch_size)
+            frame["ood"] = detector.flag(frame["ood_score"])
         frames.append(frame)
     columns = ["path", *(f"p_{c}" for c in names), "prediction"] + [decision_column(cal.positive_class)] * decide
+    columns += ["ood_score", "ood"] * (detector is not None)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    if detector is not None and out["ood"].any():
+        log(ood.warning_line(int(out["ood"].sum()), len(out)))
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_csv(out, out_csv)

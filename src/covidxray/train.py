@@ -262,6 +262,16 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
         runinfo.write_json(run / "state.json", state)
         shutil.rmtree(run / "backup" / stage, ignore_errors=True)  # recorded as done: its resume points go
     hist = merge_history(run, stages)
+
+    # out-of-distribution score (covidxray.ood): fitted on the training split, threshold on validation
+    from covidxray import ood
+
+    detector = ood.fit(model, images["train"], labels["train"], images["val"], t.batch_size)
+    detector.save(run)
+    meta["ood"] = detector.summary()
+    log(f"OOD score ({detector.method}): threshold {detector.threshold:.3f} passes "
+        f"{detector.val_pass_rate:.1%} of validation images")
+
     save_model_atomic(model, run / "model.keras")
     export_atomic(model, run / "saved_model")
     meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
