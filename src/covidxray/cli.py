@@ -67,7 +67,7 @@ def phantoms(
     workers: Annotated[int, typer.Option(help="Processes.")] = 1,
 ) -> None:
     """Generate synthetic chest radiographs with lung and lesion masks."""
-    from covidxray.phantoms import generate_dataset
+    from covidxray.data.phantoms import generate_dataset
 
     df = generate_dataset(out, n_per_class=n_per_class, size=size, seed=seed, difficulty=difficulty,
                           confounder=None if confounder == "none" else confounder,
@@ -82,7 +82,7 @@ def download(
     archive: Annotated[Path | None, typer.Option(help="A ZIP downloaded by hand (no download).")] = None,
 ) -> None:
     """Get the Kaggle COVID-19 Radiography Database (or unpack a ZIP of it you downloaded)."""
-    from covidxray.datasets import download_kaggle
+    from covidxray.data.datasets import download_kaggle
 
     download_kaggle(out, archive)
     _echo(f"dataset in {out}; next: covidxray index {out} -o {out}/manifest.csv")
@@ -96,7 +96,7 @@ def index(
     set_: SetOpt = None,
 ) -> None:
     """Find images and labels in any supported layout; quarantine unreadable files with a reason."""
-    from covidxray.discover import discover, summarize
+    from covidxray.data.discover import discover, summarize
 
     cfg = _cfg(config, set_)
     found = discover(data, classes=cfg.classes, min_size=cfg.data.min_size, workers=cfg.data.workers)
@@ -126,7 +126,13 @@ def split_cmd(
     """Stratified train/val/test split that keeps patients and duplicate groups together."""
     import pandas as pd
 
-    from covidxray.split import check_leakage, duplicate_stats, format_summary, make_splits, split_summary
+    from covidxray.data.split import (
+        check_leakage,
+        duplicate_stats,
+        format_summary,
+        make_splits,
+        split_summary,
+    )
 
     df = make_splits(pd.read_csv(manifest, keep_default_na=False, dtype={"patient_id": str}),
                      val=val, test=test, seed=seed, near_dup_threshold=near_dup_threshold)
@@ -149,7 +155,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
 ) -> None:
     """Train InceptionV3 (or another backbone) and write a run folder under models/."""
-    from covidxray.train import train as train_fn
+    from covidxray.training.train import train as train_fn
 
     overrides = list(set_ or []) + ([f"model.weights={weights}"] if weights else [])
     cfg = None if resume else _cfg(config, overrides)
@@ -167,7 +173,7 @@ def evaluate_cmd(
     """Metrics with 95% CIs, calibrated predictions and figures in RUN/eval/NAME/."""
     import json
 
-    from covidxray.evaluate import evaluate, format_summary
+    from covidxray.evaluation.evaluate import evaluate, format_summary
 
     out = evaluate(run, data=data, split=split, name=name, n_boot=n_boot, log=_echo)
     _echo(format_summary(json.loads((out / "metrics.json").read_text())))
@@ -186,7 +192,7 @@ def predict_cmd(
     Unreadable inputs are listed in OUTPUT's .errors.csv and named here; the exit status is 1
     when any input failed or no image was found.
     """
-    from covidxray.predict import predict
+    from covidxray.evaluation.predict import predict
 
     expected = [c.strip() for c in classes.split(",")] if classes else None
     df = predict(run, inputs, output, classes=expected, log=_echo)
@@ -205,7 +211,7 @@ def predict_cmd(
 @command("calibrate")
 def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")]) -> None:
     """Fit temperature scaling and the COVID-19 threshold on the run's validation split."""
-    from covidxray.predict import calibrate
+    from covidxray.evaluation.predict import calibrate
 
     cal = calibrate(run, log=_echo)
     threshold = "none" if cal.threshold is None else f"{cal.threshold:.4f}"
@@ -233,8 +239,8 @@ def explain_cmd(
 ) -> None:
     """Heat-map overlays per image and method, a gallery and explain.csv (with localisation scores
     where lung/lesion masks are known)."""
-    from covidxray.interpret import cam_layer
-    from covidxray.overlays import DEFAULT_METHODS, explain_files
+    from covidxray.explain.overlays import DEFAULT_METHODS, explain_files
+    from covidxray.explain.report import cam_layer
 
     report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
                            target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo,
@@ -262,7 +268,7 @@ def interpret_cmd(
     """Can the explanations be trusted? Localisation (energy in lungs / lesion, pointing game),
     faithfulness (deletion / insertion AUC), sanity (cascading randomisation) and cost per method,
     on the run's split images with lung and lesion masks; interpret.json and figures."""
-    from covidxray.interpret import format_table, report
+    from covidxray.explain.report import format_table, report
 
     rep = report(run, split, method or None, n_per_class, layer, output, set_ or (), log=_echo)
     _echo(format_table(rep))
@@ -280,7 +286,7 @@ def robustness_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/robustness).")] = None,
 ) -> None:
     """Accuracy, macro-AUC and COVID-19 sensitivity under 8 corruptions x 5 severities (robustness.json, plots)."""
-    from covidxray.robustness import format_summary, sweep
+    from covidxray.robustness.sweep import format_summary, sweep
 
     report = sweep(run, data=data, split=split, corruptions=corruption, tta=tta, out=out, log=_echo)
     _echo(format_summary(report))
@@ -300,12 +306,12 @@ def shortcut_cmd(
     and compare them on decorrelated phantoms. With --run: attribution outside the lungs and per-source
     metrics of a trained run."""
     if run is not None:
-        from covidxray.probes import format_probe, probe_run
+        from covidxray.robustness.probes import format_probe, probe_run
 
         _echo(format_probe(probe_run(run, data=data, split=split, out=out, log=_echo)))
         _echo(f"results: {out or run / 'shortcut'}")
         return
-    from covidxray.shortcut import format_report, run_probe
+    from covidxray.robustness.shortcut import format_report, run_probe
 
     report = run_probe(_cfg(config, set_), out=out, log=_echo)
     _echo(format_report(report))

@@ -102,7 +102,7 @@ def load_run(run_dir: str | Path, classes: list[str] | None = None):
     """
     import keras
 
-    from covidxray.cache import PREPROCESSING
+    from covidxray.data.cache import PREPROCESSING
 
     meta = read_run(run_dir)
     if classes is not None and list(classes) != list(meta["classes"]):
