@@ -9,6 +9,7 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,12 @@ def load_run(run_dir: str | Path, classes: list[str] | None = None):
         raise RunError(f"{run_dir}: model has input {in_shape} and {n_out} outputs, but run.json says "
                        f"{size}x{size}x1 and classes {meta['classes']}")
     return model, meta
+
+
+def run_config(run_dir: str | Path, overrides: Sequence[str] = ()):
+    """The resolved config a run was trained with (``config.yaml`` over the defaults; the defaults
+    alone when it is absent), with ``dotted.key=value`` overrides applied."""
+    from covidxray.config import load_config
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    return load_config([cfg_path] if cfg_path.is_file() else [], overrides)

@@ -17,7 +17,7 @@ from covidxray.config import load_config
 from covidxray.data import discover, split
 from covidxray.data import figures as viz
 from covidxray.data.pipeline import DataError
-from covidxray.evaluation.plots import class_color
+from covidxray.style import class_color
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from scipy.special import softmax
 
 from covidxray.evaluation import plots
-from covidxray.evaluation.plots import CLASS_COLORS, class_color
+from covidxray.style import CLASS_COLORS, class_color
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,17 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from covidxray.data import phantoms  # noqa: E402
 from covidxray.data.pipeline import DataError  # noqa: E402
-from covidxray.explain import ablation, overlays  # noqa: E402
-from covidxray.explain import checks as ck  # noqa: E402
-from covidxray.explain import core as ex  # noqa: E402
+from covidxray.explain import (  # noqa: E402  # noqa: E402
+    ablation,
+    activations,
+    core,
+    cost,
+    faithfulness,
+    localisation,
+    overlays,
+    randomization,
+    registry,
+)
 
 S = 32
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
@@ -78,10 +86,10 @@ def images() -> np.ndarray:
 FAST_KW = {"smoothgrad": {"n_samples": 6}, "integrated_gradients": {"steps": 8}, "occlusion": {"patch": 8}}
 
 
-@pytest.mark.parametrize("method", ex.METHODS)
+@pytest.mark.parametrize("method", registry.METHODS)
 def test_every_method_shape_range_and_determinism(model, images, method):
-    a = ex.explain(model, images, method, batch_size=7, **FAST_KW.get(method, {}))
-    b = ex.explain(model, images[..., None], method, batch_size=7, **FAST_KW.get(method, {}))
+    a = registry.explain(model, images, method, batch_size=7, **FAST_KW.get(method, {}))
+    b = registry.explain(model, images[..., None], method, batch_size=7, **FAST_KW.get(method, {}))
     assert a.shape == (5, S, S) and a.dtype == np.float32
     assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
     assert np.isclose(a.reshape(5, -1).max(axis=1), 1.0).all()  # min-max normalised, non-constant maps
@@ -91,31 +99,31 @@ def test_every_method_shape_range_and_determinism(model, images, method):
 def test_target_selection(model, images):
     pred = model.predict(images[..., None].astype(np.float32), verbose=0).argmax(axis=1)
     for method in ("gradient", "gradcam", "occlusion"):
-        auto = ex.explain(model, images, method, **FAST_KW.get(method, {}))
-        given = ex.explain(model, images, method, target=pred, **FAST_KW.get(method, {}))
+        auto = registry.explain(model, images, method, **FAST_KW.get(method, {}))
+        given = registry.explain(model, images, method, target=pred, **FAST_KW.get(method, {}))
         np.testing.assert_allclose(auto, given, atol=1e-6)
     other = (pred + 1) % 3
-    assert not np.allclose(ex.explain(model, images, "gradient", target=other), ex.explain(model, images, "gradient"))
-    np.testing.assert_allclose(ex.explain(model, images, "gradient", target=2),
-                               ex.explain(model, images, "gradient", target=np.full(5, 2)))
+    assert not np.allclose(registry.explain(model, images, "gradient", target=other), registry.explain(model, images, "gradient"))
+    np.testing.assert_allclose(registry.explain(model, images, "gradient", target=2),
+                               registry.explain(model, images, "gradient", target=np.full(5, 2)))
     with pytest.raises(ValueError, match="one per image"):
-        ex.explain(model, images, "gradient", target=[0, 1])
+        registry.explain(model, images, "gradient", target=[0, 1])
     with pytest.raises(ValueError, match="target classes must be in 0..2"):
-        ex.explain(model, images, "gradient", target=3)
+        registry.explain(model, images, "gradient", target=3)
     with pytest.raises(ValueError, match="unknown method"):
-        ex.explain(model, images, "lime")
+        registry.explain(model, images, "lime")
     with pytest.raises(ValueError, match=r"the model takes \(N, 32, 32\)"):
-        ex.explain(model, images[:, :16], "gradient")
+        registry.explain(model, images[:, :16], "gradient")
 
 
 def test_smoothgrad_seed_and_traced_once(model, images):
-    a = ex.explain(model, images, "smoothgrad", n_samples=4, seed=1)
-    assert not np.array_equal(a, ex.explain(model, images, "smoothgrad", n_samples=4, seed=2))
-    np.testing.assert_array_equal(a, ex.explain(model, images, "smoothgrad", n_samples=4, seed=1))
-    fn = ex._grad_fn(model, "logit")
-    ex.explain(model, images[:3], "gradient", batch_size=2)
-    ex.explain(model, images, "gradient", batch_size=4)
-    assert ex._grad_fn(model, "logit") is fn and fn.experimental_get_tracing_count() == 1
+    a = registry.explain(model, images, "smoothgrad", n_samples=4, seed=1)
+    assert not np.array_equal(a, registry.explain(model, images, "smoothgrad", n_samples=4, seed=2))
+    np.testing.assert_array_equal(a, registry.explain(model, images, "smoothgrad", n_samples=4, seed=1))
+    fn = core.grad_fn(model, "logit")
+    registry.explain(model, images[:3], "gradient", batch_size=2)
+    registry.explain(model, images, "gradient", batch_size=4)
+    assert core.grad_fn(model, "logit") is fn and fn.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The structure of `inputs`:UserWarning")
@@ -128,11 +136,11 @@ def test_agrees_with_tf_keras_vis(model, images):
     x = images[..., None].astype(np.float32)
     score = CategoricalScore(list(model.predict(x, verbose=0).argmax(axis=1)))
     sal = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)(score, x, normalize_map=False)
-    np.testing.assert_allclose(ex.normalize_maps(sal), ex.explain(model, images, "gradient"), atol=1e-5)
+    np.testing.assert_allclose(core.normalize_maps(sal), registry.explain(model, images, "gradient"), atol=1e-5)
     cam = Gradcam(model, model_modifier=ReplaceToLinear(), clone=True)(
         score, x, penultimate_layer="conv2", seek_penultimate_conv_layer=False, expand_cam=False, normalize_cam=False)
-    ours = ex.explain(model, images, "gradcam")
-    np.testing.assert_allclose(ex.normalize_maps(ex._upsample(np.asarray(cam), (S, S))), ours, atol=1e-5)
+    ours = registry.explain(model, images, "gradcam")
+    np.testing.assert_allclose(core.normalize_maps(core.upsample(np.asarray(cam), (S, S))), ours, atol=1e-5)
     assert model.layers[-1].activation.__name__ == "softmax"  # the original model was not modified
 
 
@@ -141,20 +149,20 @@ def test_maximum_on_the_evidence(method):
     model = square_detector()
     imgs, masks = square_images()
     assert (model.predict(imgs[..., None].astype(np.float32), verbose=0).argmax(axis=1) == 0).all()
-    maps = ex.explain(model, imgs, method, target=0, **({"patch": 6, "stride": 2} if method == "occlusion" else {}))
-    assert np.nanmean(ck.pointing_game(maps, masks, tolerance=2)) == 1.0
-    assert ck.energy_share(maps, masks).min() > 0.5
+    maps = registry.explain(model, imgs, method, target=0, **({"patch": 6, "stride": 2} if method == "occlusion" else {}))
+    assert np.nanmean(localisation.pointing_game(maps, masks, tolerance=2)) == 1.0
+    assert localisation.energy_share(maps, masks).min() > 0.5
 
 
 def test_activation_maps_top_k(model, images):
-    acts = ex.activation_maps(model, images, ["conv1", "conv2"], k=3)
+    acts = activations.activation_maps(model, images, ["conv1", "conv2"], k=3)
     maps, channels = acts["conv2"]
     assert maps.shape == (5, 3, S // 2, S // 2) and channels.shape == (5, 3)
     means = maps.mean(axis=(2, 3))
     assert (np.diff(means, axis=1) <= 1e-6).all()
     full = keras.Model(model.input, model.get_layer("conv2").output)(images[..., None].astype(np.float32)).numpy()
     assert np.isclose(means[:, 0], full.mean(axis=(1, 2)).max(axis=1), atol=1e-5).all()
-    assert ex.block_layers(model) == ["conv2"] and ex.default_layer(model) == "conv2"
+    assert core.block_layers(model) == ["conv2"] and core.default_layer(model) == "conv2"
 
 
 def test_inceptionv3_layers_and_blocks():
@@ -162,11 +170,11 @@ def test_inceptionv3_layers_and_blocks():
 
     model, _ = build_model(CLASSES, image_size=75, weights="none")
     imgs = np.random.default_rng(0).integers(0, 256, (2, 75, 75)).astype(np.uint8)
-    assert ex.default_layer(model) == "mixed10"
-    assert ex.block_layers(model) == [f"mixed{i}" for i in range(11)]
-    grad = ex.explain(model, imgs, "gradient")
+    assert core.default_layer(model) == "mixed10"
+    assert core.block_layers(model) == [f"mixed{i}" for i in range(11)]
+    grad = registry.explain(model, imgs, "gradient")
     assert grad.shape == (2, 75, 75) and np.isclose(grad.max(axis=(1, 2)), 1.0).all()
-    blocks = ck.randomization_blocks(model)
+    blocks = randomization.randomization_blocks(model)
     assert [b for b, _ in blocks] == ["head", *[f"mixed{i}" for i in range(10, -1, -1)]]
     assert blocks[0][1] == ["head_dense0", "head_dense1", "probs"]
     listed = [n for _, names in blocks for n in names]
@@ -181,11 +189,11 @@ def test_energy_share_and_pointing_game_known_numbers():
     mask = np.zeros((3, 4, 4), bool)
     mask[0, :2, :2] = True
     mask[1, 0, 0] = True  # maximum at (2, 2): two pixels away
-    np.testing.assert_allclose(ck.energy_share(heat, mask), [0.75, 0.0, np.nan])
-    np.testing.assert_array_equal(ck.pointing_game(heat, mask), [1.0, 0.0, np.nan])
-    np.testing.assert_array_equal(ck.pointing_game(heat, mask, tolerance=2)[:2], [1.0, 0.0])  # disk: (2,2) not within r=2
-    np.testing.assert_array_equal(ck.pointing_game(heat, mask, tolerance=3)[:2], [1.0, 1.0])
-    table = ck.localisation(heat, lung_masks=np.ones_like(mask), lesion_masks=mask)
+    np.testing.assert_allclose(localisation.energy_share(heat, mask), [0.75, 0.0, np.nan])
+    np.testing.assert_array_equal(localisation.pointing_game(heat, mask), [1.0, 0.0, np.nan])
+    np.testing.assert_array_equal(localisation.pointing_game(heat, mask, tolerance=2)[:2], [1.0, 0.0])  # disk: (2,2) not within r=2
+    np.testing.assert_array_equal(localisation.pointing_game(heat, mask, tolerance=3)[:2], [1.0, 1.0])
+    table = localisation.localisation(heat, lung_masks=np.ones_like(mask), lesion_masks=mask)
     assert list(table.columns) == ["lung_energy", "pointing_lung", "lesion_energy", "pointing_lesion"]
     np.testing.assert_allclose(table["lung_energy"], [1.0, 1.0, 1.0])
 
@@ -198,17 +206,17 @@ def test_deletion_insertion_synthetic_aucs():
     img = np.full((1, 10, 10), 255.0)
     good = np.zeros((1, 10, 10))
     good[:, :, :5] = 1.0
-    r = ck.deletion_insertion(left_half, img, good, target=0, steps=10, insertion_baseline="black", batch_size=4)
+    r = faithfulness.deletion_insertion(left_half, img, good, target=0, steps=10, insertion_baseline="black", batch_size=4)
     np.testing.assert_allclose(r.deletion[0, :6], [1, 0.8, 0.6, 0.4, 0.2, 0], atol=1e-12)
     np.testing.assert_allclose([r.deletion_auc[0], r.insertion_auc[0]], [0.25, 0.75])
-    bad = ck.deletion_insertion(left_half, img, 1 - good, target=0, steps=10, insertion_baseline="black")
+    bad = faithfulness.deletion_insertion(left_half, img, 1 - good, target=0, steps=10, insertion_baseline="black")
     np.testing.assert_allclose([bad.deletion_auc[0], bad.insertion_auc[0]], [0.75, 0.25])
 
 
 def test_deletion_insertion_with_model():
     model = square_detector()
     imgs, masks = square_images(3)
-    r = ck.deletion_insertion(model, imgs, masks.astype(float), steps=8)
+    r = faithfulness.deletion_insertion(model, imgs, masks.astype(float), steps=8)
     assert r.deletion.shape == r.insertion.shape == (3, 9)
     prob = model.predict(imgs[..., None].astype(np.float32), verbose=0)[:, 0]
     np.testing.assert_allclose(r.deletion[:, 0], prob, rtol=1e-5)  # nothing deleted yet
@@ -221,26 +229,26 @@ def test_ssim_and_spearman():
     a = np.full((1, 16, 16), 0.2)
     b = np.full((1, 16, 16), 0.6)
     c1 = 0.01**2
-    np.testing.assert_allclose(ck.ssim(a, b), (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1))
+    np.testing.assert_allclose(randomization.ssim(a, b), (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1))
     rng = np.random.default_rng(0)
     x = rng.random((2, 24, 24))
-    np.testing.assert_allclose(ck.ssim(x, x), 1.0)
-    noisy = ck.ssim(x, np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1))
+    np.testing.assert_allclose(randomization.ssim(x, x), 1.0)
+    noisy = randomization.ssim(x, np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1))
     assert (noisy < 0.8).all()
-    np.testing.assert_allclose(ck.ssim(x, x[:, ::-1]), ck.ssim(x[:, ::-1], x))
+    np.testing.assert_allclose(randomization.ssim(x, x[:, ::-1]), randomization.ssim(x[:, ::-1], x))
     y = x + 0.5 * rng.random(x.shape)
-    np.testing.assert_allclose(ck.spearman(x, y), [spearmanr(x[i].ravel(), y[i].ravel())[0] for i in range(2)])
-    np.testing.assert_array_equal(ck.spearman(np.stack([x[0], np.zeros((24, 24))]), np.zeros((2, 24, 24))), [0.0, 1.0])
+    np.testing.assert_allclose(randomization.spearman(x, y), [spearmanr(x[i].ravel(), y[i].ravel())[0] for i in range(2)])
+    np.testing.assert_array_equal(randomization.spearman(np.stack([x[0], np.zeros((24, 24))]), np.zeros((2, 24, 24))), [0.0, 1.0])
 
 
 def test_cascading_randomization_flags_an_edge_detector(model, images):
     before = [w.copy() for w in model.get_weights()]
 
     def the_image(_model, x, _target):  # ignores the model entirely
-        return ex.normalize_maps(np.asarray(x, np.float32).reshape(len(x), S, S))
+        return core.normalize_maps(np.asarray(x, np.float32).reshape(len(x), S, S))
 
-    methods = {"gradcam": lambda m, x, t: ex.explain(m, x, "gradcam", target=t), "image": the_image}
-    result = ck.cascading_randomization(model, images, methods, seed=3)
+    methods = {"gradcam": lambda m, x, t: registry.explain(m, x, "gradcam", target=t), "image": the_image}
+    result = randomization.cascading_randomization(model, images, methods, seed=3)
     assert list(result.table["block"].unique()) == ["probs", "conv2", "conv1"]
     assert len(result.table) == 3 * 2
     assert result.flagged == ["image"]
@@ -249,30 +257,30 @@ def test_cascading_randomization_flags_an_edge_detector(model, images):
     assert result.summary.loc["gradcam", "spearman"] < 0.5
     for w0, w1 in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(w0, w1)
-    again = ck.cascading_randomization(model, images, methods, seed=3)
+    again = randomization.cascading_randomization(model, images, methods, seed=3)
     pd.testing.assert_frame_equal(result.table, again.table)
-    assert len(ck.plot_randomization(result).axes) == 2
+    assert len(randomization.plot_randomization(result).axes) == 2
 
 
 def test_time_methods(model, images):
-    t = ck.time_methods(model, images, ["gradient", "smoothgrad"], options={"smoothgrad": {"n_samples": 3}})
+    t = cost.time_methods(model, images, ["gradient", "smoothgrad"], options={"smoothgrad": {"n_samples": 3}})
     assert list(t.index) == ["gradient", "smoothgrad"] and (t["seconds_per_image"] > 0).all()
 
 
 def test_figures(tmp_path, model, images):
-    maps = {m: ex.explain(model, images[:3], m) for m in ("gradcam", "gradient")}
+    maps = {m: registry.explain(model, images[:3], m) for m in ("gradcam", "gradient")}
     lung = np.zeros((S, S), bool)
     lung[8:24, 4:14] = True
     fig = overlays.overlay_figure(images[0], maps["gradcam"][0], lung, "gradcam", save_to=tmp_path / "o.png")
     assert len(fig.axes) == 3 and len(fig.axes[1].collections) == 1  # colour bar; lung contour drawn
     fig = overlays.gallery_figure(images[:3], maps, ["a", "b", "c"], [lung, None, None], save_to=tmp_path / "g.png")
     assert len(fig.axes) == 9
-    acts = ex.activation_maps(model, images[:1], ["conv1", "conv2"], k=4)
+    acts = activations.activation_maps(model, images[:1], ["conv1", "conv2"], k=4)
     fig = overlays.activation_figure(images[0], {k: (v[0][0], v[1][0]) for k, v in acts.items()},
                                      save_to=tmp_path / "a.png")
     assert len(fig.axes) == 2 * 5
-    r = ck.deletion_insertion(model, images[:2], maps["gradcam"][:2], steps=4)
-    ck.plot_faithfulness({"gradcam": r}, save_to=tmp_path / "f.png")
+    r = faithfulness.deletion_insertion(model, images[:2], maps["gradcam"][:2], steps=4)
+    faithfulness.plot_faithfulness({"gradcam": r}, save_to=tmp_path / "f.png")
     assert all((tmp_path / f).stat().st_size > 1000 for f in ("o.png", "g.png", "a.png", "f.png"))
 
 
@@ -316,8 +324,8 @@ def test_activation_shift_finds_the_removed_square():
     shift = ablation.activation_shift(model, imgs, plain, ["detect", "pool"])
     assert sorted(shift) == ["detect", "pool"]
     assert all(m.shape == (4, S, S) and m.min() == 0.0 and m.max() == 1.0 for m in shift.values())
-    np.testing.assert_array_equal(ck.pointing_game(shift["detect"], masks), 1.0)
-    np.testing.assert_allclose(ck.energy_share(shift["detect"], masks), 1.0)  # the detector fires only there
+    np.testing.assert_array_equal(localisation.pointing_game(shift["detect"], masks), 1.0)
+    np.testing.assert_allclose(localisation.energy_share(shift["detect"], masks), 1.0)  # the detector fires only there
     assert not ablation.activation_shift(model, imgs, imgs, ["detect"])["detect"].any()
 
 

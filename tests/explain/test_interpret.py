@@ -14,8 +14,8 @@ import pytest  # noqa: E402
 from test_explain import CLASSES, tiny_cnn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from covidxray import interpret  # noqa: E402
-from covidxray.explain.core import METHODS  # noqa: E402
+from covidxray.explain import report as interpret  # noqa: E402
+from covidxray.explain.registry import METHODS  # noqa: E402
 
 SIZE = 48
 CHECK_KEYS = {"localisation", "faithfulness", "sanity", "cost"}

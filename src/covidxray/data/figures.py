@@ -25,7 +25,9 @@ from covidxray import paths
 from covidxray.config import Config
 from covidxray.data.imageio import read_image, read_mask
 from covidxray.data.phantoms import KNOWN_CLASSES
-from covidxray.evaluation.plots import _NEUTRAL, _styled, class_color
+from covidxray.style import NEUTRAL as _NEUTRAL
+from covidxray.style import class_color
+from covidxray.style import styled as _styled
 
 SPLIT_ALPHA = {"train": 1.0, "val": 0.6, "test": 0.3}
 INTENSITY_FEATURES = {"mean": "mean grey level", "std": "contrast (std)", "p05": "5th percentile",

@@ -156,6 +156,7 @@ def _opacity(rng: np.random.Generator, anat: Anatomy, size: int) -> tuple[np.nda
 
 
 _LESIONS = {"COVID-19": _covid, "Viral Pneumonia": _viral, "Lung Opacity": _opacity}
+LESION_CLASSES = tuple(_LESIONS)  # the classes drawn with lesions
 
 
 def _draw_marker(rng: np.random.Generator, image: np.ndarray, lung_mask: np.ndarray) -> tuple[np.ndarray, tuple, str]:

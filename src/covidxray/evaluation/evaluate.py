@@ -32,8 +32,8 @@ from covidxray.evaluation.predict import (
     decision_column,
     ensure_calibration,
     model_probs,
-    run_config,
 )
+from covidxray.runinfo import run_config
 
 FIGURES = {
     "confusion_counts": "confusion_counts.png",

@@ -8,12 +8,9 @@ from one palette, :data:`CLASS_COLORS` (Okabe-Ito, colour-blind safe).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -27,50 +24,11 @@ from covidxray.evaluation.metrics import (
     resample_counts,
     tie_group_counts,
 )
+from covidxray.style import CLASS_COLORS, class_color  # noqa: F401 (re-exported)
+from covidxray.style import NEUTRAL as _NEUTRAL
+from covidxray.style import styled as _styled
 
-CLASS_COLORS = {
-    "COVID-19": "#D55E00",
-    "Normal": "#009E73",
-    "Viral Pneumonia": "#0072B2",
-    "Lung Opacity": "#E69F00",
-}
-_EXTRA_COLORS = ("#CC79A7", "#56B4E9", "#F0E442", "#000000")
-_NEUTRAL = "#444444"
-_STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 12,
-    "axes.labelsize": 11,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "legend.frameon": False,
-    "figure.facecolor": "white",
-}
 _GRID = np.linspace(0.0, 1.0, 201)
-
-
-def class_color(name: str) -> str:
-    """Colour of a class: fixed for the canonical classes, stable for any other name."""
-    if name in CLASS_COLORS:
-        return CLASS_COLORS[name]
-    return _EXTRA_COLORS[sum(map(ord, name)) % len(_EXTRA_COLORS)]
-
-
-def _styled(func: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Build the figure under the shared style and save it when ``save_to`` is given."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, save_to: str | Path | None = None, **kwargs: Any) -> Figure:
-        with mpl.rc_context(_STYLE):
-            fig = func(*args, **kwargs)
-            if save_to is not None:
-                path = Path(save_to)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fig.savefig(path, dpi=150, bbox_inches="tight", facecolor="white")
-        return fig
-
-    return wrapper
 
 
 @_styled

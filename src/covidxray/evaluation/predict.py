@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from covidxray import paths, runinfo
-from covidxray.config import Config, load_config
+from covidxray.config import Config
 from covidxray.data import cache
 from covidxray.data import pipeline as data
 from covidxray.data.imageio import ImageReadError, sniff_format
@@ -34,17 +34,12 @@ from covidxray.evaluation.calibration import (
     fit_temperature,
 )
 from covidxray.evaluation.metrics import ECE_BINS, predict_labels
+from covidxray.runinfo import run_config
 
 #: Extensions that are always tried as images in a folder (a file of another name is tried when
 #: its content is an image, see :func:`covidxray.imageio.sniff_format`).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 CHUNK = 256  # images decoded and held in memory at once by predict()
-
-
-def run_config(run: Path) -> Config:
-    """The resolved config a run was trained with (the defaults when config.yaml is absent)."""
-    cfg_path = Path(run) / "config.yaml"
-    return load_config([cfg_path] if cfg_path.is_file() else [])
 
 
 def decision_column(positive: str) -> str:

@@ -8,7 +8,7 @@ activations ``A`` the map ``sum_k |A_k(x) - A_k(x without lesions)|`` (bilinearl
 min-max normalised) shows where that layer's activations change because of the lesion.
 
 :func:`layer_study` scores this *activation-shift* map and an attribution method's map (Grad-CAM by
-default) on the same images and layers with :func:`covidxray.explain_checks.localisation`. A layer
+default) on the same images and layers with :func:`covidxray.explain.localisation.localisation`. A layer
 whose shift map localises the lesion while Grad-CAM on it does not separates a failure of the method
 from a model that does not look at the lesion; ``flip_rate`` (share of images whose predicted class
 changes when the lesions are removed) shows the model uses them.
@@ -72,9 +72,9 @@ def lesion_twins(manifest: pd.DataFrame, root: str | Path, size: int) -> Twins:
         DataError: A file that this generator does not reproduce byte for byte (another generator
             version or an edited image), or no lesion-bearing rows.
     """
-    from covidxray.data.phantoms import _LESIONS, image_rng, make_phantom
+    from covidxray.data.phantoms import LESION_CLASSES, image_rng, make_phantom
 
-    rows = manifest[manifest["label"].isin(list(_LESIONS))]
+    rows = manifest[manifest["label"].isin(list(LESION_CLASSES))]
     if rows.empty:
         raise DataError("no lesion-bearing phantoms among the selected images")
     out: dict[str, list] = {"with": [], "without": [], "lungs": [], "lesions": []}
@@ -111,18 +111,18 @@ def activation_shift(model: keras.Model, images: np.ndarray, references: np.ndar
     Returns:
         Layer name -> ``(N, S, S)`` float32 maps in [0, 1] (all zero where nothing changed).
     """
-    from covidxray.explain.core import _act_fn, _chunks, _upsample, as_batch, normalize_maps
+    from covidxray.explain.core import act_fn, as_batch, chunks, normalize_maps, upsample
 
     x, r = as_batch(model, images), as_batch(model, references)
     if x.shape != r.shape:
         raise ValueError(f"images {x.shape} and references {r.shape} differ in shape")
-    f = _act_fn(model, tuple(layers))
+    f = act_fn(model, tuple(layers))
     parts: dict[str, list] = {name: [] for name in layers}
-    for s in _chunks(len(x), batch_size):
+    for s in chunks(len(x), batch_size):
         a, b = f(x[s]), f(r[s])
         for name in layers:
             parts[name].append(np.abs(a[name].numpy() - b[name].numpy()).sum(axis=-1))
-    return {name: normalize_maps(_upsample(np.concatenate(p), x.shape[1:3])) for name, p in parts.items()}
+    return {name: normalize_maps(upsample(np.concatenate(p), x.shape[1:3])) for name, p in parts.items()}
 
 
 def layer_study(model: keras.Model, twins: Twins, layers: Sequence[str], method: str = "gradcam",
@@ -135,8 +135,9 @@ def layer_study(model: keras.Model, twins: Twins, layers: Sequence[str], method:
         ``<m>_lesion_energy`` (means over images); the maps target the predicted class of the image
         with lesions.
     """
-    from covidxray.explain.checks import localisation
-    from covidxray.explain.core import class_scores, explain
+    from covidxray.explain.core import class_scores
+    from covidxray.explain.localisation import localisation
+    from covidxray.explain.registry import explain
 
     probs = class_scores(model, twins.with_lesions, "prob", batch_size)
     flips = probs.argmax(1) != class_scores(model, twins.without, "prob", batch_size).argmax(1)

@@ -1,27 +1,26 @@
-"""Saliency and class-activation maps for the classifier, batched and traced once per model.
+"""Shared machinery of the explanation methods: input checks, traced model functions, targets.
 
-All methods share one contract, :func:`explain`:
+Every method of :mod:`covidxray.explain.registry` runs on what this module provides:
 
-* ``images``: raw grayscale 0-255, ``(N, S, S)`` or ``(N, S, S, 1)``, as the model takes them.
-* ``target``: ``None`` explains the predicted class (argmax), an int or ``N`` ints name classes.
+* ``images``: raw grayscale 0-255, ``(N, S, S)`` or ``(N, S, S, 1)``, as the model takes them
+  (:func:`as_batch`).
+* ``target``: ``None`` explains the predicted class (argmax), an int or ``N`` ints name classes
+  (:func:`resolve_targets`).
 * ``score`` (gradient methods, CAMs, occlusion): ``"logit"`` (default) differentiates the
   pre-softmax logit of the target class: ``features @ W + b`` of the final softmax ``Dense``
   layer, computed from its variables (the model is never modified). Softmax probabilities
   saturate, so gradients of the probability vanish for confident predictions and mix in the other
   classes; ``"prob"`` uses the probability anyway. Score-CAM always uses the probability, as
   its paper does. A model without a final softmax is explained on its output as is.
-* Output: ``(N, S, S)`` float32, bilinearly upsampled to the input size and min-max normalised
-  per image to [0, 1] (a constant map becomes all zeros). Grad-CAM, Grad-CAM++, Score-CAM and
-  occlusion keep only positive evidence (ReLU) before normalising.
-
-Gradient maps follow the original study's vanilla gradient, ``max_c |d score / d input_c|``; our
-model's input is the single grayscale channel (replicated to RGB inside the model), so the map is
-``|d score / d gray|``, which equals the sum of the three replicated RGB channels' gradients.
+* Output of :func:`covidxray.explain.registry.explain`: ``(N, S, S)`` float32, bilinearly
+  upsampled to the input size and min-max normalised per image to [0, 1] (:func:`normalize_maps`;
+  a constant map becomes all zeros).
 
 Everything that touches the model runs in memory-bounded chunks of ``batch_size`` model inputs
-(noisy copies, interpolation steps, masked or occluded copies of all images together), through
-``tf.function``s cached per model (a few per model, released with the model), so repeated calls
-do not retrace. Randomness (SmoothGrad noise) comes from a seeded NumPy generator.
+(:func:`chunks`), through ``tf.function``s cached per model (a few per model, released with the
+model), so repeated calls do not retrace. The CAM layer is resolved in one place,
+:func:`resolve_layer`: the layer asked for, else run.json's ``last_conv_layer``, else the backbone
+registry's last convolutional block (:func:`covidxray.models.last_conv_layer`).
 
 tf-keras-vis 0.8.7 does run on our Keras 3 models (checked: Gradcam and Saliency), but it works
 eagerly, rebuilds its sub-model on every call, draws SmoothGrad noise from the global NumPy
@@ -33,17 +32,16 @@ the benchmark.
 from __future__ import annotations
 
 import re
-import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-METHODS = ("activation", "gradient", "smoothgrad", "integrated_gradients", "gradcam", "gradcam++",
-           "scorecam", "occlusion")
+from covidxray.errors import UsageError
+
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE_SIZE = 6  # traced functions kept per model (each holds a graph of the model)
 
@@ -65,16 +63,45 @@ def as_batch(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 
 def default_layer(model: keras.Model) -> str:
-    """The CAM layer: ``mixed10`` for InceptionV3, else the layer feeding ``gap``, else the last 4-D one."""
+    """The CAM layer of a model: its backbone's last convolutional block (the backbone registry,
+    :func:`covidxray.models.last_conv_layer`, for models named ``covidxray_<backbone>``), else the
+    layer feeding ``gap``, else the last layer with a 4-D output."""
+    from covidxray.models import REGISTRY, last_conv_layer
+
     names = [layer.name for layer in model.layers]
-    if "mixed10" in names:
-        return "mixed10"
+    backbone = model.name.removeprefix("covidxray_")
+    if backbone in REGISTRY and "gap" in names:
+        return last_conv_layer(model, backbone)
     if "gap" in names:
         return names[names.index("gap") - 1]
     for layer in reversed(model.layers):
         if len(layer.output.shape) == 4:
             return layer.name
     raise ValueError(f"model '{model.name}' has no layer with a spatial (4-D) output")
+
+
+def resolve_layer(model: keras.Model, layer: str | None = None, meta: Mapping | None = None,
+                  strict: bool = True) -> str:
+    """The CAM layer: ``layer``, else run.json's ``last_conv_layer`` (``meta``), else :func:`default_layer`.
+
+    Args:
+        model: The classifier.
+        layer: The layer asked for (``--layer``, ``explain.cam_layer``, ``robustness.cam_layer``); "" = none.
+        meta: The run's ``run.json``, when known.
+        strict: Refuse a ``layer`` that is not a spatial layer of the model (UsageError); otherwise
+            fall back to the default for it.
+
+    Raises:
+        UsageError: ``strict`` and the layer is not a spatial (4-D) layer of the model.
+    """
+    spatial = [lyr.name for lyr in model.layers if len(lyr.output.shape) == 4]
+    if layer and layer not in spatial and not strict:
+        layer = None
+    name = layer or (meta or {}).get("last_conv_layer") or default_layer(model)
+    if name not in spatial:
+        raise UsageError(f"CAM layer {name!r} (--layer / explain.cam_layer) is not a spatial layer of model "
+                         f"'{model.name}'; e.g. {', '.join(spatial[-5:])}")
+    return name
 
 
 def block_layers(model: keras.Model) -> list[str]:
@@ -135,7 +162,7 @@ def _spec(model: keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
 
 
-def _forward_fn(model: keras.Model, score: str) -> Callable:
+def forward_fn(model: keras.Model, score: str) -> Callable:
     def build():
         tap, head = _head(model, score)
         sub = keras.Model(model.inputs[0], tap)
@@ -144,7 +171,7 @@ def _forward_fn(model: keras.Model, score: str) -> Callable:
     return _cached(model, ("forward", score), build)
 
 
-def _grad_fn(model: keras.Model, score: str, layer: str | None = None, cam: str = "") -> Callable:
+def grad_fn(model: keras.Model, score: str, layer: str | None = None, cam: str = "") -> Callable:
     """Traced ``f(x, target)`` -> (gradient w.r.t. the input, or the upsampled CAM of ``layer``; target)."""
 
     def build():
@@ -175,7 +202,7 @@ def _grad_fn(model: keras.Model, score: str, layer: str | None = None, cam: str 
     return _cached(model, ("grad", score, layer, cam), build)
 
 
-def _act_fn(model: keras.Model, layers: tuple[str, ...]) -> Callable:
+def act_fn(model: keras.Model, layers: tuple[str, ...]) -> Callable:
     def build():
         sub = keras.Model(model.inputs[0], {n: model.get_layer(n).output for n in layers})
         return tf.function(lambda x: sub(x, training=False), input_signature=[_spec(model)])
@@ -183,22 +210,22 @@ def _act_fn(model: keras.Model, layers: tuple[str, ...]) -> Callable:
     return _cached(model, ("act", layers), build)
 
 
-def _chunks(total: int, size: int) -> Iterator[slice]:
+def chunks(total: int, size: int) -> Iterator[slice]:
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {size}")
     for start in range(0, total, size):
         yield slice(start, min(total, start + size))
 
 
-def _upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return tf.image.resize(np.asarray(maps, np.float32)[..., None], size, method="bilinear").numpy()[..., 0]
 
 
 def class_scores(model: keras.Model, images: np.ndarray, score: str = "prob", batch_size: int = 32) -> np.ndarray:
     """Class scores ``(N, C)``: softmax probabilities (``"prob"``) or pre-softmax logits (``"logit"``)."""
     x = as_batch(model, images)
-    f = _forward_fn(model, score)
-    parts = [f(x[s]).numpy() for s in _chunks(len(x), batch_size)]
+    f = forward_fn(model, score)
+    parts = [f(x[s]).numpy() for s in chunks(len(x), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
@@ -214,175 +241,3 @@ def resolve_targets(model: keras.Model, images: np.ndarray, target=None, batch_s
     if ((t < 0) | (t >= n_classes)).any():
         raise ValueError(f"target classes must be in 0..{n_classes - 1}, got {np.unique(t).tolist()}")
     return t
-
-
-def _gradient(model, x, target, score, batch_size):
-    f, out = _grad_fn(model, score), np.empty(x.shape[:3], np.float32)
-    t = np.full(len(x), -1, np.int32) if target is None else resolve_targets(model, x, target)
-    for s in _chunks(len(x), batch_size):
-        out[s] = np.abs(f(x[s], t[s])[0].numpy()).max(axis=-1)
-    return out
-
-
-def _smoothgrad(model, x, target, score, batch_size, n_samples: int = 25, noise: float = 0.15, seed: int = 0):
-    t, rng = resolve_targets(model, x, target, batch_size), np.random.default_rng(seed)
-    sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
-    f, owner = _grad_fn(model, score), np.repeat(np.arange(len(x)), n_samples)
-    acc = np.zeros(x.shape[:3], np.float64)
-    for s in _chunks(len(owner), batch_size):
-        idx = owner[s]
-        noisy = x[idx] + rng.standard_normal(x[idx].shape, dtype=np.float32) * sigma[idx, None, None, None]
-        np.add.at(acc, idx, np.abs(f(noisy, t[idx])[0].numpy()).max(axis=-1))
-    return acc / n_samples
-
-
-def _integrated_gradients(model, x, target, score, batch_size, steps: int = 32):
-    t = resolve_targets(model, x, target, batch_size)
-    alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)  # midpoint rule, black baseline
-    f, owner, step = _grad_fn(model, score), np.repeat(np.arange(len(x)), steps), np.tile(np.arange(steps), len(x))
-    acc = np.zeros(x.shape, np.float64)
-    for s in _chunks(len(owner), batch_size):
-        idx = owner[s]
-        np.add.at(acc, idx, f(x[idx] * alphas[step[s], None, None, None], t[idx])[0].numpy())
-    return np.abs(x * acc / steps).max(axis=-1)
-
-
-def _cam(model, x, target, score, batch_size, layer, kind):
-    f, out = _grad_fn(model, score, layer, kind), np.empty(x.shape[:3], np.float32)
-    t = np.full(len(x), -1, np.int32) if target is None else resolve_targets(model, x, target)
-    for s in _chunks(len(x), batch_size):
-        out[s] = f(x[s], t[s])[0].numpy()
-    return out
-
-
-def _scorecam(model, x, target, batch_size, layer, max_channels: int | None = 256):
-    """Score-CAM (Wang et al. 2020, official code): sum_k p_target(x * norm(up(A_k))) * up(A_k), ReLU.
-
-    With more than ``max_channels`` channels, the highest-variance ones are used (Faster Score-CAM).
-    """
-    t, size = resolve_targets(model, x, target, batch_size), model.input_shape[1:3]
-    acts = np.concatenate([_act_fn(model, (layer,))(x[s])[layer].numpy() for s in _chunks(len(x), batch_size)])
-    prob = _forward_fn(model, "prob")
-    out = np.zeros(x.shape[:3], np.float64)
-    for i in range(len(x)):
-        a = acts[i]
-        keep = np.argsort(-a.var(axis=(0, 1)), kind="stable")[:max_channels] if max_channels else np.arange(a.shape[-1])
-        for s in _chunks(len(keep), batch_size):
-            up = _upsample(np.moveaxis(a[..., keep[s]], -1, 0), size)  # (c, S, S)
-            lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
-            valid = (hi > lo)[:, 0, 0]
-            masks = np.where(hi > lo, (up - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-            p = prob((x[i][None, ..., 0] * masks)[..., None].astype(np.float32)).numpy()[:, t[i]] * valid
-            out[i] += np.tensordot(p, up, axes=1)
-    return np.maximum(out, 0.0)
-
-
-def _occlusion(model, x, target, score, batch_size, patch: int | None = None, stride: int | None = None,
-               fill: float | None = None):
-    """Mean drop of the target score when a ``patch`` square (filled with ``fill``, default the image
-    mean) covers each pixel (Zeiler & Fergus 2014); ReLU keeps the drops."""
-    n, size = len(x), x.shape[1]
-    patch = patch or max(1, size // 8)
-    stride = stride or max(1, patch // 2)
-    if not 1 <= patch <= size:
-        raise ValueError(f"occlusion patch must be in 1..{size}, got {patch}")
-    starts = list(range(0, size - patch + 1, stride))
-    starts += [size - patch] if starts[-1] != size - patch else []
-    pos = [(r, c) for r in starts for c in starts]
-    t = resolve_targets(model, x, target, batch_size)
-    f = _forward_fn(model, score)
-    base = class_scores(model, x, score, batch_size)[np.arange(n), t]
-    fills = x.mean(axis=(1, 2, 3)) if fill is None else np.full(n, fill, np.float32)
-    acc, cover = np.zeros(x.shape[:3], np.float64), np.zeros((size, size))
-    for r, c in pos:
-        cover[r:r + patch, c:c + patch] += 1
-    owner, which = np.repeat(np.arange(n), len(pos)), np.tile(np.arange(len(pos)), n)
-    for s in _chunks(len(owner), batch_size):
-        batch = x[owner[s]].copy()
-        for j, (i, p) in enumerate(zip(owner[s], which[s], strict=True)):
-            r, c = pos[p]
-            batch[j, r:r + patch, c:c + patch] = fills[i]
-        drop = base[owner[s]] - f(batch).numpy()[np.arange(len(batch)), t[owner[s]]]
-        for j, (i, p) in enumerate(zip(owner[s], which[s], strict=True)):
-            r, c = pos[p]
-            acc[i, r:r + patch, c:c + patch] += drop[j]
-    return np.maximum(acc / cover, 0.0)
-
-
-def activation_maps(model: keras.Model, images: np.ndarray, layers: list[str] | None = None, k: int = 8,
-                    batch_size: int = 32) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Top-k feature maps (by mean activation, per image) of named layers, for display.
-
-    Args:
-        model: The classifier.
-        images: Raw 0-255 grayscale ``(N, S, S[, 1])``.
-        layers: Layer names; default :func:`block_layers` (``mixed0``..``mixed10`` for InceptionV3).
-        k: Channels kept per layer and image.
-        batch_size: Images per forward pass.
-
-    Returns:
-        ``{layer: (maps, channels)}`` with ``maps`` ``(N, k, h, w)`` float32 raw activations at the
-        layer's resolution, strongest first, and ``channels`` ``(N, k)`` their channel indices.
-    """
-    x = as_batch(model, images)
-    layers = tuple(layers or block_layers(model))
-    f = _act_fn(model, layers)
-    parts: dict[str, list] = {n: [] for n in layers}
-    for s in _chunks(len(x), batch_size):
-        outs = f(x[s])
-        for name in layers:
-            a = outs[name].numpy()
-            top = np.argsort(-a.mean(axis=(1, 2)), axis=1, kind="stable")[:, :k]
-            maps = np.take_along_axis(a, top[:, None, None, :], axis=3)
-            parts[name].append((np.moveaxis(maps, 3, 1).astype(np.float32), top))
-    return {n: (np.concatenate([p[0] for p in v]), np.concatenate([p[1] for p in v])) for n, v in parts.items()}
-
-
-def explain(model: keras.Model, images: np.ndarray, method: str, target=None, layer: str | None = None,
-            *, score: str = "logit", batch_size: int = 32, **kw) -> np.ndarray:
-    """Explain a batch of images with one method.
-
-    Args:
-        model: The classifier (raw 0-255 grayscale in, softmax out).
-        images: ``(N, S, S)`` or ``(N, S, S, 1)`` raw 0-255 grayscale.
-        method: One of :data:`METHODS`.
-        target: ``None`` (predicted class), a class index, or ``N`` class indices.
-        layer: Layer for ``activation``/``gradcam``/``gradcam++``/``scorecam``; default
-            :func:`default_layer`.
-        score: ``"logit"`` or ``"prob"`` (see the module docstring).
-        batch_size: Model inputs per pass (bounds memory).
-        **kw: Method options: ``activation``: ``k=8`` channels averaged; ``smoothgrad``:
-            ``n_samples=25``, ``noise=0.15`` (sigma as a fraction of each image's max - min), ``seed=0``;
-            ``integrated_gradients``: ``steps=32`` (midpoint rule, black baseline); ``scorecam``:
-            ``max_channels=256``; ``occlusion``: ``patch=S//8``, ``stride=patch//2``, ``fill=None``
-            (image mean).
-
-    Returns:
-        ``(N, S, S)`` float32 maps in [0, 1].
-    """
-    x = as_batch(model, images)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if len(x) == 0:
-        return np.zeros((0, *x.shape[1:3]), np.float32)
-    layer = layer or default_layer(model)
-    if method in ("activation", "gradcam", "gradcam++", "scorecam") and \
-            tuple(model.get_layer(layer).output.shape[1:3]) == (1, 1):
-        warnings.warn(f"layer '{layer}' is 1x1 at input size {x.shape[1]}: {method} maps are constant (zeros); "
-                      "use a larger input or an earlier layer", stacklevel=2)
-    if method == "activation":
-        maps = activation_maps(model, x, [layer], batch_size=batch_size, **kw)[layer][0].mean(axis=1)
-        heat = _upsample(maps, x.shape[1:3])
-    elif method == "gradient":
-        heat = _gradient(model, x, target, score, batch_size, **kw)
-    elif method == "smoothgrad":
-        heat = _smoothgrad(model, x, target, score, batch_size, **kw)
-    elif method == "integrated_gradients":
-        heat = _integrated_gradients(model, x, target, score, batch_size, **kw)
-    elif method in ("gradcam", "gradcam++"):
-        heat = _cam(model, x, target, score, batch_size, layer, method, **kw)
-    elif method == "scorecam":
-        heat = _scorecam(model, x, target, batch_size, layer, **kw)
-    else:
-        heat = _occlusion(model, x, target, score, batch_size, **kw)
-    return normalize_maps(heat)

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from covidxray.errors import UsageError
-from covidxray.evaluation.plots import _styled
+from covidxray.style import styled as _styled
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 DEFAULT_METHODS = ("gradcam", "gradcam++", "gradient", "smoothgrad", "integrated_gradients")
@@ -213,13 +213,12 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
     """
     from covidxray.data.cache import load_for_model
     from covidxray.data.imageio import ImageReadError
-    from covidxray.explain.checks import localisation
-    from covidxray.explain.core import METHODS, class_scores, default_layer, explain
+    from covidxray.explain.core import class_scores, resolve_layer
+    from covidxray.explain.localisation import localisation
+    from covidxray.explain.registry import check_methods, explain
     from covidxray.runinfo import load_run
 
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise UsageError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    check_methods(methods)
     model, meta = load_run(run_dir)
     size, classes = int(meta["image_size"]), list(meta["classes"])
     if target is not None and target not in classes:
@@ -243,7 +242,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
     lesions = [_mask(i.get("lesion_mask", ""), size) for i in info]
     probs = class_scores(model, x, "prob", batch_size)
     tgt = None if target is None else classes.index(target)
-    layer = layer or meta.get("last_conv_layer") or default_layer(model)
+    layer = resolve_layer(model, layer, meta)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stems = [f.stem if [g.stem for g in kept].count(f.stem) == 1 else f"{f.parent.name}_{f.stem}" for f in kept]

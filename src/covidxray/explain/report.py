@@ -36,7 +36,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covidxray.errors import UsageError
-from covidxray.evaluation.plots import _styled
+from covidxray.runinfo import run_config
+from covidxray.style import styled as _styled
 
 FIGURES = {"gallery": "gallery.png", "localisation": "localisation.png", "faithfulness": "faithfulness.png",
            "randomization": "randomization.png", "activations": "activations.png"}
@@ -45,30 +46,17 @@ TABLE_COLUMNS = {"lung_energy": "lung E", "lesion_energy": "lesion E", "pointing
                  "flagged": "flagged", "seconds_per_image": "s/img"}
 
 
-def run_settings(run_dir: str | Path, overrides: Sequence[str] = ()):
-    """The run's resolved config (``config.yaml`` over the defaults) with ``dotted.key=value`` overrides."""
-    from covidxray.config import load_config
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    return load_config([cfg_path] if cfg_path.is_file() else [], overrides)
-
-
 def cam_layer(run_dir: str | Path, layer: str | None = None) -> str | None:
     """The CAM layer for a run: ``layer``, else the run config's ``explain.cam_layer``, else None
     (meaning run.json's ``last_conv_layer``)."""
-    return layer or run_settings(run_dir).explain.cam_layer or None
+    return layer or run_config(run_dir).explain.cam_layer or None
 
 
 def resolve_layer(model, meta: Mapping, layer: str | None) -> str:
     """Check ``layer`` (default run.json ``last_conv_layer``, else the model's default) against the model."""
-    from covidxray.explain.core import default_layer
+    from covidxray.explain.core import resolve_layer as _resolve
 
-    name = layer or meta.get("last_conv_layer") or default_layer(model)
-    spatial = [lyr.name for lyr in model.layers if len(lyr.output.shape) == 4]
-    if name not in spatial:
-        raise UsageError(f"CAM layer {name!r} (--layer / explain.cam_layer) is not a spatial layer of model "
-                         f"'{model.name}'; e.g. {', '.join(spatial[-5:])}")
-    return name
+    return _resolve(model, layer, meta)
 
 
 def select_images(table: pd.DataFrame, classes: Sequence[str], n_per_class: int, seed: int) -> pd.DataFrame:
@@ -103,20 +91,15 @@ def _masks(paths: Sequence[str], size: int, base: Path) -> np.ndarray:
 
 def method_options(ex: Mapping, layer: str, seed: int) -> dict[str, dict]:
     """Keyword options of :func:`covidxray.explain.explain` per method, from the ``explain:`` config."""
-    from covidxray.explain.core import METHODS
+    from covidxray.explain.registry import method_options as options
 
-    opts = {m: {"layer": layer} for m in METHODS}
-    opts["smoothgrad"] |= {"n_samples": ex["smoothgrad_samples"], "seed": seed}
-    opts["integrated_gradients"]["steps"] = ex["ig_steps"]
-    opts["scorecam"]["max_channels"] = ex["scorecam_channels"]
-    opts["occlusion"] |= {"patch": ex["occlusion_patch"]} if ex["occlusion_patch"] else {}
-    return opts
+    return options({"explain": ex, "seed": seed}, layer)
 
 
 def _explain_method(model, x, t, lungs, lesions, method, opts, ex, keep):
     """Maps in chunks: per-image localisation, the first ``keep`` maps, seconds per image."""
-    from covidxray.explain.checks import localisation
-    from covidxray.explain.core import explain
+    from covidxray.explain.localisation import localisation
+    from covidxray.explain.registry import explain
 
     rows, kept, seconds, n = [], [], 0.0, len(x)
     for start, stop in [(0, 1), *[(s, min(n, s + ex["chunk"])) for s in range(1, n, ex["chunk"])]]:
@@ -131,7 +114,7 @@ def _explain_method(model, x, t, lungs, lesions, method, opts, ex, keep):
 
 def _sanity(model, x, t, methods, opts, ex, seed):
     """Cascading randomisation, the expensive methods on fewer images; returns one Randomization."""
-    from covidxray.explain.checks import Randomization, cascading_randomization
+    from covidxray.explain.randomization import Randomization, cascading_randomization
 
     n_of = {m: ex["randomization_images_expensive" if m in ex["expensive"] else "randomization_images"]
             for m in methods}
@@ -204,7 +187,7 @@ def _mean(s: pd.Series) -> float:
 
 def _check_method(model, s: Sample, method: str, n: int, opts: Mapping, ex: Mapping, keep: int):
     """Localisation, faithfulness and cost of one method on the first ``n`` images."""
-    from covidxray.explain.checks import deletion_insertion
+    from covidxray.explain.faithfulness import deletion_insertion
 
     first = slice(0, n)
     loc, maps, sec = _explain_method(model, s.x[first], s.t[first], s.lungs[first], s.lesions[first], method,
@@ -244,16 +227,13 @@ def report(run_dir: str | Path, split: str = "test", methods: Sequence[str] | No
         ``localisation``, ``faithfulness``, ``sanity`` with its ``curve``, ``cost``), ``flagged``, ``ablation``,
         ``figures``, ``settings`` (the ``explain:`` section used).
     """
-    from covidxray.explain.core import METHODS
+    from covidxray.explain.registry import check_methods
     from covidxray.runinfo import load_run, read_run
 
     run = Path(run_dir)
-    cfg = run_settings(run, overrides)
+    cfg = run_config(run, overrides)
     ex = dict(cfg.explain.to_dict(), n_per_class=n_per_class or cfg.explain.n_per_class)
-    methods = list(methods or ex["methods"])
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise UsageError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    methods = check_methods(methods or ex["methods"])
     model, meta = (model, read_run(run)) if model is not None else load_run(run)
     classes = list(meta["classes"])
     layer = ex["cam_layer"] = resolve_layer(model, meta, layer or ex["cam_layer"])
@@ -329,9 +309,11 @@ def _jsonable(obj):
 
 
 def _figures(out: Path, model, s: Sample, kept, faith, rand, rep: Mapping, ex: Mapping) -> dict[str, str]:
-    from covidxray.explain.checks import plot_faithfulness, plot_randomization
-    from covidxray.explain.core import activation_maps, block_layers
+    from covidxray.explain.activations import activation_maps
+    from covidxray.explain.core import block_layers
+    from covidxray.explain.faithfulness import plot_faithfulness
     from covidxray.explain.overlays import activation_figure, caption, gallery_figure
+    from covidxray.explain.randomization import plot_randomization
 
     f, classes, labels = {k: out / v for k, v in FIGURES.items()}, rep["classes"], s.rows["label"]
     first = [int(np.flatnonzero(labels == c)[0]) for c in classes if (labels == c).any()]

@@ -35,11 +35,13 @@ from covidxray.data.imageio import read_mask
 from covidxray.data.pipeline import DataError
 from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.evaluate import evaluation_set
-from covidxray.evaluation.plots import _styled, class_color
-from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs, run_config
-from covidxray.explain.checks import energy_share
+from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs
+from covidxray.explain.localisation import energy_share
 from covidxray.robustness.shortcut import attribution, train_or_reuse
 from covidxray.robustness.sweep import point_metrics
+from covidxray.runinfo import run_config
+from covidxray.style import class_color
+from covidxray.style import styled as _styled
 
 
 def border_mask(size: int, frac: float) -> np.ndarray:

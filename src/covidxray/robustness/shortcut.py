@@ -43,7 +43,7 @@ from covidxray import paths, runinfo
 from covidxray.config import Config, load_config
 from covidxray.data.cache import load_for_model, resize_mask
 from covidxray.data.imageio import read_mask
-from covidxray.evaluation.plots import _styled
+from covidxray.style import styled as _styled
 
 #: The probe shows a shortcut when the confounded model loses at least 20 accuracy points on
 #: decorrelated phantoms, the clean model less than 5, and the confounded model puts at least
@@ -110,9 +110,10 @@ def attribution(model, images: np.ndarray, rc: Config, batch_size: int = 32, tar
                 method: str | None = None) -> np.ndarray:
     """Maps of ``method`` (default ``rc.cam_method``) on ``rc.cam_layer`` (the default layer when the
     model lacks it) for ``target`` (None: the predicted class)."""
-    from covidxray.explain.core import explain
+    from covidxray.explain.core import resolve_layer
+    from covidxray.explain.registry import explain
 
-    layer = rc.cam_layer if rc.cam_layer in {x.name for x in model.layers} else None
+    layer = resolve_layer(model, rc.cam_layer, strict=False)
     return explain(model, images, method or rc.cam_method, target=target, layer=layer, batch_size=batch_size)
 
 
@@ -137,7 +138,7 @@ def score_model(model, tests: dict[str, dict], cfg: Config, energy_images: list[
         energy images and the probabilities of all decorrelated images.
     """
     from covidxray.evaluation.predict import model_probs
-    from covidxray.explain.checks import energy_share
+    from covidxray.explain.localisation import energy_share
     from covidxray.robustness.sweep import point_metrics
 
     classes, rc = list(cfg.classes), cfg.robustness

@@ -34,9 +34,10 @@ from covidxray.errors import UsageError
 from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.evaluate import evaluation_set
 from covidxray.evaluation.metrics import compute_metrics
-from covidxray.evaluation.plots import _styled
-from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs, run_config
+from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs
 from covidxray.robustness.corruptions import CORRUPTIONS, SEVERITIES, affine, corrupt
+from covidxray.runinfo import run_config
+from covidxray.style import styled as _styled
 
 #: Metric key -> axis label ("{positive}" is the run's positive class).
 METRICS = {
