@@ -47,6 +47,12 @@ def class_color(name: str) -> str:
     return EXTRA_COLORS[sum(map(ord, name)) % len(EXTRA_COLORS)]
 
 
+def blank_axes(ax) -> None:
+    """No ticks and no grid: for axes that show an image."""
+    ax.set(xticks=[], yticks=[])
+    ax.grid(False)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write a figure (150 dpi, white background, tight box) atomically; its folder is created."""
     path = Path(path)

@@ -15,18 +15,20 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from covidxray.evaluation.bootstrap import (
+    auc_from_groups,
+    average_precision_from_groups,
+    bootstrap_indices,
+    resample_counts,
+    tie_group_counts,
+)
 from covidxray.evaluation.metrics import (
     HEADLINE,
     PER_CLASS,
-    auc_from_groups,
-    average_precision_from_groups,
     bootstrap_ci,
     bootstrap_distributions,
-    bootstrap_indices,
     compute_metrics,
     predict_labels,
-    resample_counts,
-    tie_group_counts,
 )
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from covidxray import cli
+from covidxray.data.files import collect_images
 from covidxray.evaluation.calibration import Calibration
-from covidxray.evaluation.predict import collect_images, predict
+from covidxray.evaluation.predict import predict
 from covidxray.runinfo import RunError
 from helpers_runs import copy_run, edit_run_json, write_bad_files
 

@@ -80,6 +80,9 @@ def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None) -> pd.DataFr
     return df
 
 
+ensure_hashes = _ensure_hashes  # public name: the data figures compute hashes this way too
+
+
 def default_threshold(bits: int) -> int:
     """Near-duplicate distance used when none is given: 1/16 of the hash bits (16 of 256, 4 of 64)."""
     return bits // 16

@@ -25,14 +25,13 @@ from covidxray import paths, runinfo
 from covidxray.config import Config
 from covidxray.data.pipeline import SPLITS, DataError, is_splits_file, read_splits
 from covidxray.evaluation import plots
-from covidxray.evaluation.calibration import apply_temperature, expected_calibration_error
+from covidxray.evaluation.calibration import expected_calibration_error
 from covidxray.evaluation.metrics import ECE_BINS, compute_metrics, predict_labels
 from covidxray.evaluation.predict import (
-    cached_images,
     decision_column,
     ensure_calibration,
-    model_probs,
 )
+from covidxray.evaluation.scoring import score_set
 from covidxray.runinfo import run_config
 
 FIGURES = {
@@ -136,13 +135,13 @@ def _training_overlap(run: Path, files: pd.Series) -> int:
 
 
 def _figures(out: Path, run: Path, y: np.ndarray, raw: np.ndarray, probs: np.ndarray, images: np.ndarray,
-             classes: list[str], cm: list, n_boot: int, seed: int, log: Callable) -> None:
+             classes: list[str], cm: list, n_boot: int, seed: int, log: Callable, ece_bins: int = ECE_BINS) -> None:
     f = {key: out / name for key, name in FIGURES.items()}
     plots.plot_confusion(cm, classes, normalize=False, save_to=f["confusion_counts"])
     plots.plot_confusion(cm, classes, normalize=True, save_to=f["confusion_normalized"])
     plots.plot_roc(y, probs, classes, n_boot=n_boot, seed=seed, save_to=f["roc"])
     plots.plot_pr(y, probs, classes, save_to=f["pr"])
-    plots.plot_reliability(y, raw, probs, n_bins=ECE_BINS, save_to=f["reliability"])
+    plots.plot_reliability(y, raw, probs, n_bins=ece_bins, save_to=f["reliability"])
     history_csv = run / "history.csv"
     history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame()
     if history.empty:
@@ -194,18 +193,16 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
         (out / "quarantine.csv").unlink(missing_ok=True)  # from an earlier evaluation of this name
     table = chosen["table"].reset_index(drop=True)
     log(f"evaluating {len(table)} images of {chosen['dataset']} (split: {chosen['split']})")
-    images = cached_images(list(table["path"]), meta["image_size"], cfg)
-    raw = model_probs(model, images, cfg.train.batch_size)
-    probs = apply_temperature(raw, cal.temperature, from_probs=True)
-    y = np.array([classes.index(c) for c in table["label"]])
-    positive = cal.positive_class
-    threshold = cal.threshold if positive in classes else None
-    metrics = compute_metrics(y, probs, classes, n_boot=n_boot, seed=seed, positive=positive, threshold=threshold)
+    s = score_set(model, meta, cal, cfg, chosen, classes)
+    images, raw, probs, y, positive, threshold = s.images, s.raw, s.probs, s.y, s.positive, s.threshold
+    bins = int(cfg.evaluate.ece_bins)
+    metrics = compute_metrics(y, probs, classes, n_boot=n_boot, seed=seed, positive=positive, threshold=threshold,
+                              ece_bins=bins)
     overlap = _training_overlap(run, table["path"])
     if overlap:
         log(f"warning: {overlap} of these images were in the run's train/val splits; the metrics are optimistic")
     metrics.update(
-        ece_uncalibrated=expected_calibration_error(y, raw, ECE_BINS), ece_bins=ECE_BINS,
+        ece_uncalibrated=expected_calibration_error(y, raw, bins), ece_bins=bins,
         temperature=cal.temperature, threshold=threshold, run=str(run.resolve()), dataset=chosen["dataset"],
         split=chosen["split"], quarantined=int(len(quarantine)), overlap_with_training=overlap,
         calibration={"fitted_on": cal.fitted_on, "n": cal.n, "target_sensitivity": cal.target_sensitivity,
@@ -221,7 +218,7 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
         table_out[decision_column(positive)] = probs[:, classes.index(positive)] >= threshold
     table_out.to_csv(out / "predictions.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _figures(out, run, y, raw, probs, images, classes, metrics["confusion_matrix"], n_boot, seed, log)
+    _figures(out, run, y, raw, probs, images, classes, metrics["confusion_matrix"], n_boot, seed, log, bins)
     return out
 
 

@@ -16,14 +16,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from covidxray.evaluation.calibration import expected_calibration_error, reliability_curve, validate_probs
-from covidxray.evaluation.metrics import (
+from covidxray.evaluation.bootstrap import (
     auc_from_groups,
     bootstrap_indices,
-    encode_labels,
     resample_counts,
     tie_group_counts,
 )
+from covidxray.evaluation.calibration import expected_calibration_error, reliability_curve, validate_probs
+from covidxray.evaluation.metrics import encode_labels
 from covidxray.style import CLASS_COLORS, class_color  # noqa: F401 (re-exported)
 from covidxray.style import NEUTRAL as _NEUTRAL
 from covidxray.style import styled as _styled

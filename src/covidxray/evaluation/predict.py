@@ -25,7 +25,8 @@ from covidxray import paths, runinfo
 from covidxray.config import Config
 from covidxray.data import cache
 from covidxray.data import pipeline as data
-from covidxray.data.imageio import ImageReadError, sniff_format
+from covidxray.data.files import collect_images
+from covidxray.data.imageio import ImageReadError
 from covidxray.evaluation.calibration import (
     Calibration,
     apply_temperature,
@@ -33,12 +34,9 @@ from covidxray.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
 )
-from covidxray.evaluation.metrics import ECE_BINS, predict_labels
+from covidxray.evaluation.metrics import predict_labels
 from covidxray.runinfo import run_config
 
-#: Extensions that are always tried as images in a folder (a file of another name is tried when
-#: its content is an image, see :func:`covidxray.imageio.sniff_format`).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 CHUNK = 256  # images decoded and held in memory at once by predict()
 
 
@@ -107,8 +105,8 @@ def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
         c = classes.index(positive)
         threshold = choose_threshold(y == c, probs[:, c], target)
     return Calibration(temperature=temperature, threshold=threshold, positive_class=positive,
-                       target_sensitivity=target, ece_before=expected_calibration_error(y, raw, ECE_BINS),
-                       ece_after=expected_calibration_error(y, probs, ECE_BINS), fitted_on="val",
+                       target_sensitivity=target, ece_before=expected_calibration_error(y, raw, cfg.evaluate.ece_bins),
+                       ece_after=expected_calibration_error(y, probs, cfg.evaluate.ece_bins), fitted_on="val",
                        n=int(y.size))
 
 
@@ -145,32 +143,6 @@ def calibrate(run_dir: str | Path, log: Callable = print) -> Calibration:
     cal = fit_calibration(run, model, meta, run_config(run))
     log(f"calibration: {cal.save(run / 'calibration.json')}")
     return cal
-
-
-def collect_images(inputs: Iterable[str | Path]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-    """Expand files and folders (recursively, hidden entries skipped) into image files.
-
-    A file named explicitly is always tried. In a folder, a file is tried when its extension is
-    in :data:`IMAGE_SUFFIXES` or its content is a recognised image; other files are ignored.
-
-    Returns:
-        ``(files, errors, ignored)``: absolute image paths in order without repeats,
-        ``(path, reason)`` for inputs that do not exist, and the ignored non-image files.
-    """
-    files, errors, ignored = [], [], []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            for dirpath, dirnames, names in os.walk(item):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(n for n in names if not n.startswith(".")):
-                    path = os.path.join(dirpath, name)
-                    usable = Path(name).suffix.lower() in IMAGE_SUFFIXES or sniff_format(path)
-                    (files if usable else ignored).append(os.path.abspath(path))
-        elif item.exists():
-            files.append(os.path.abspath(item))
-        else:
-            errors.append((str(item), "file not found"))
-    return list(dict.fromkeys(files)), errors, ignored
 
 
 def _load(files: list[str], size: int) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]]]:

@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 from covidxray.errors import UsageError
 from covidxray.style import styled as _styled
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 DEFAULT_METHODS = ("gradcam", "gradcam++", "gradient", "smoothgrad", "integrated_gradients")
 
 
@@ -134,24 +133,6 @@ def activation_figure(image: np.ndarray, activations: Mapping[str, tuple[np.ndar
     return fig
 
 
-def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named or found in folders: a folder's ``manifest.csv`` lists its images, else
-    files with an image suffix are searched recursively outside ``masks`` folders."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_file():
-            files.append(item)
-        elif (item / "manifest.csv").is_file():
-            paths = pd.read_csv(item / "manifest.csv", keep_default_na=False)["path"]
-            files += [p if p.is_absolute() else item / p for p in map(Path, paths)]
-        elif item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                            and "masks" not in p.relative_to(item).parts)
-        else:
-            raise FileNotFoundError(f"{item}: no such image file or folder")
-    return files
-
-
 def mask_table(csvs: Sequence[str | Path]) -> dict[str, dict[str, str]]:
     """``{resolved image path: {"label", "lung_mask", "lesion_mask"}}`` from manifests / splits CSVs
     (paths relative to each CSV's folder; empty strings when unknown)."""
@@ -196,7 +177,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
 
     Args:
         run_dir: Run folder (``model.keras``, ``run.json``; its ``splits.csv`` supplies masks/labels).
-        inputs: Image files and/or folders (see :func:`collect_images`).
+        inputs: Image files and/or folders (see :func:`covidxray.data.files.collect_images`).
         out_dir: Output folder: ``<image>_<method>.png``, ``gallery.png``, ``explain.csv``.
         methods: Methods of :func:`covidxray.explain.explain`.
         manifests: Extra manifest CSVs with ``lung_mask``/``lesion_mask`` columns (a ``manifest.csv``
@@ -212,6 +193,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
         :class:`ExplainReport`; the CSV has localisation columns where masks are known.
     """
     from covidxray.data.cache import load_for_model
+    from covidxray.data.files import collect_images
     from covidxray.data.imageio import ImageReadError
     from covidxray.explain.core import class_scores, resolve_layer
     from covidxray.explain.localisation import localisation
@@ -223,7 +205,10 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
     size, classes = int(meta["image_size"]), list(meta["classes"])
     if target is not None and target not in classes:
         raise UsageError(f"target class {target!r} is not one of the run's classes {classes}")
-    files = collect_images(inputs)
+    names, missing, _ = collect_images(inputs)
+    if missing:
+        raise FileNotFoundError(f"{missing[0][0]}: no such image file or folder")
+    files = [Path(f) for f in names]
     near = {p / "manifest.csv" for f in files for p in list(f.resolve().parents)[:3] if (p / "manifest.csv").is_file()}
     run_csv = [Path(run_dir) / "splits.csv"] if (Path(run_dir) / "splits.csv").is_file() else []
     masks = mask_table([*run_csv, *sorted(near), *manifests])

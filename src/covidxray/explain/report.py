@@ -159,7 +159,7 @@ def load_sample(run_dir: str | Path, model, classes: Sequence[str], split: str, 
     Raises:
         DataError: An unknown or empty split. ImageReadError: An unreadable image or mask (named).
     """
-    from covidxray.data.figures import model_inputs
+    from covidxray.data.files import model_inputs
     from covidxray.data.pipeline import SPLITS, DataError, read_splits
     from covidxray.explain.core import class_scores
 

@@ -29,17 +29,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from covidxray import runinfo
 from covidxray.config import Config
 from covidxray.data.imageio import read_mask
 from covidxray.data.pipeline import DataError
-from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.evaluate import evaluation_set
-from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs
+from covidxray.evaluation.scoring import open_run, score_set
 from covidxray.explain.localisation import energy_share
 from covidxray.robustness.shortcut import attribution, train_or_reuse
 from covidxray.robustness.sweep import point_metrics
-from covidxray.runinfo import run_config
 from covidxray.style import class_color
 from covidxray.style import styled as _styled
 
@@ -94,24 +91,16 @@ def source_confounding(labels: pd.Series, sources: pd.Series) -> dict:
 
 def _load(run: Path, log: Callable = print) -> dict:
     """A run's config, classes, model and calibration."""
-    cfg = run_config(run)
-    model, meta = runinfo.load_run(run)
-    return {"run": run, "cfg": cfg, "classes": list(meta["classes"]), "model": model, "meta": meta,
-            "cal": ensure_calibration(run, model, meta, cfg, log)}
+    return vars(open_run(run, log))
 
 
 def _score(r: dict, data=None, split: str = "test", log: Callable = print) -> dict:
     """Calibrated probabilities of a loaded run (:func:`_load`) on an evaluation set."""
     cfg, classes, cal = r["cfg"], r["classes"], r["cal"]
     chosen = evaluation_set(r["run"], classes, cfg, data, split, log)
-    table = chosen["table"].reset_index(drop=True)
-    images = cached_images(list(table["path"]), r["meta"]["image_size"], cfg)
-    probs = apply_temperature(model_probs(r["model"], images, cfg.train.batch_size), cal.temperature,
-                              from_probs=True)
-    threshold = cal.threshold if cal.positive_class in classes else None
-    return {"chosen": chosen, "table": table, "images": images, "probs": probs,
-            "y": np.array([classes.index(c) for c in table["label"]]),
-            "metric_args": (classes, cal.positive_class, threshold, int(cfg.robustness.n_boot), int(cfg.seed))}
+    s = score_set(r["model"], r["meta"], cal, cfg, chosen, classes)
+    return {"chosen": chosen, "table": s.table, "images": s.images, "probs": s.probs, "y": s.y,
+            "metric_args": (classes, s.positive, s.threshold, int(cfg.robustness.n_boot), int(cfg.seed))}
 
 
 def probe_run(run_dir: str | Path, data: str | Path | None = None, split: str = "test",

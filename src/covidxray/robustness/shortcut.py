@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +39,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covidxray import paths, runinfo
-from covidxray.config import Config, load_config
+from covidxray.config import Config
 from covidxray.data.cache import load_for_model, resize_mask
 from covidxray.data.imageio import read_mask
 from covidxray.style import styled as _styled
+from covidxray.training.reuse import SCORING_SECTIONS  # noqa: F401 (named in docstrings)
 
 #: The probe shows a shortcut when the confounded model loses at least 20 accuracy points on
 #: decorrelated phantoms, the clean model less than 5, and the confounded model puts at least
@@ -51,7 +51,6 @@ from covidxray.style import styled as _styled
 CHECKS = {"confounded_drop_min": 0.20, "clean_drop_max": 0.05, "marker_energy_ratio_min": 3.0}
 VARIANTS = ("confounded", "clean")
 TESTS = ("correlated", "decorrelated")
-SCORING_SECTIONS = ("evaluate", "explain", "robustness")
 
 
 def make_datasets(cfg: Config, out: Path) -> dict[str, Path]:
@@ -73,28 +72,15 @@ def make_datasets(cfg: Config, out: Path) -> dict[str, Path]:
     return {name: out / name for name in specs}
 
 
-def _training_part(cfg: Config) -> dict:
-    """The config without the sections that only change how a trained model is scored."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in SCORING_SECTIONS}
-
-
 def train_or_reuse(cfg: Config, dataset: Path, run: Path, log: Callable = print) -> Path:
     """Train on ``dataset`` into ``run`` (replacing what is there), or reuse a finished run there
     whose config equals ``cfg`` with ``data.dataset`` set to ``dataset``, apart from the sections
     that only change the scoring (:data:`SCORING_SECTIONS`)."""
-    from covidxray.training.train import train
+    from covidxray.training.reuse import train_or_reuse as reuse
 
     cfg = copy.deepcopy(cfg)
     cfg["data"]["dataset"] = str(dataset)
-    meta = run / "run.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("status") == "finished" and \
-            _training_part(load_config([run / "config.yaml"])) == _training_part(cfg):
-        log(f"{run}: reusing the finished run trained with this config")
-        return run
-    if run.exists():
-        log(f"{run}: replacing what is there (an unfinished run or one trained with another config)")
-        shutil.rmtree(run)
-    return train(cfg, dataset=dataset, out=run, log=log)
+    return reuse(cfg, dataset, run, log, replace=True)
 
 
 def load_phantom_set(folder: Path, size: int, classes: list[str]) -> dict[str, np.ndarray]:

@@ -34,7 +34,8 @@ from covidxray.errors import UsageError
 from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.evaluate import evaluation_set
 from covidxray.evaluation.metrics import compute_metrics
-from covidxray.evaluation.predict import cached_images, ensure_calibration, model_probs
+from covidxray.evaluation.predict import ensure_calibration, model_probs
+from covidxray.evaluation.scoring import score_set
 from covidxray.robustness.corruptions import CORRUPTIONS, SEVERITIES, affine, corrupt
 from covidxray.runinfo import run_config
 from covidxray.style import styled as _styled
@@ -141,12 +142,9 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     chosen = evaluation_set(run, classes, cfg, data, split, log)
     model, meta = runinfo.load_run(run)
     cal = ensure_calibration(run, model, meta, cfg, log)
-    table = chosen["table"].reset_index(drop=True)
-    images = cached_images(list(table["path"]), meta["image_size"], cfg)
-    y = np.array([classes.index(c) for c in table["label"]])
+    s = score_set(model, meta, cal, cfg, chosen, classes, predict=False)
+    images, y, positive, threshold = s.images, s.y, s.positive, s.threshold
     seed, n_boot = int(meta.get("seed", cfg.seed)), int(rc.n_boot if n_boot is None else n_boot)
-    positive = cal.positive_class
-    threshold = cal.threshold if positive in classes else None
     modes = {"plain": None, **({"tta": (tuple(rc.tta_degrees), float(rc.tta_shift))} if tta else {})}
     results: dict = {mode: {c: {} for c in names} for mode in modes}
     points = [(0, names[0])] + [(s, c) for c in names for s in severities]
