@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
+from covidxray.explain.registry import NAMES as METHOD_NAMES  # noqa: E402 (light: no TensorFlow)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="COVID-19 / Normal / Viral Pneumonia on chest X-rays: data, training, evaluation, "
                        "explanations.")
@@ -226,9 +228,8 @@ def explain_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("figures/explain"),
     method: Annotated[list[str] | None, typer.Option(
-        "--method", "-m", help="activation | gradient | smoothgrad | integrated_gradients | gradcam | "
-        "gradcam++ | scorecam | occlusion (repeatable; default gradcam, gradcam++, gradient, smoothgrad, "
-        "integrated_gradients).")] = None,
+        "--method", "-m", help=f"{' | '.join(METHOD_NAMES)} (repeatable; default gradcam, gradcam++, gradient, "
+        "smoothgrad, integrated_gradients).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(help="Manifest CSV(s) with lung/lesion masks.")] = None,
     target: Annotated[str | None, typer.Option(help="Class to explain (default: the predicted one).")] = None,
     cmap: Annotated[str, typer.Option(help="Heat-map colour map (jet, inferno...).")] = "jet",
@@ -258,7 +259,7 @@ def interpret_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     split: Annotated[str, typer.Option(help="Split of the run's splits.csv.")] = "test",
     method: Annotated[list[str] | None, typer.Option(
-        "--method", "-m", help="Method to check (repeatable; default: explain.methods, all eight).")] = None,
+        "--method", "-m", help=f"Method to check: {' | '.join(METHOD_NAMES)} (repeatable; default: explain.methods).")] = None,
     layer: Annotated[str | None, typer.Option(help="CAM layer (default: the run config's explain.cam_layer, "
                                               "else the backbone's last conv layer).")] = None,
     n_per_class: Annotated[int | None, typer.Option(help="Images per class (default: explain.n_per_class).")] = None,

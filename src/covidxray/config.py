@@ -136,4 +136,8 @@ def load_config(
         _merge(cfg, _read_yaml(path), str(path))
     for item in overrides:
         _merge(cfg, parse_override(item), f"--set {item}")
+    from covidxray.explain.registry import config_problems  # method names come from the registry
+
+    if problems := config_problems(cfg):
+        raise ConfigError(f"config: {problems[0]}")
     return _wrap(cfg)

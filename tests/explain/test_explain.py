@@ -29,48 +29,7 @@ from covidxray.explain import (  # noqa: E402  # noqa: E402
     randomization,
     registry,
 )
-
-S = 32
-CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
-
-
-def tiny_cnn(size: int = S, seed: int = 0) -> keras.Model:
-    """Our model's layout in miniature: raw 0-255 gray in, rescaling, convs, gap, softmax Dense."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 1), name="image")
-    x = keras.layers.Rescaling(1 / 127.5, -1.0, name="preprocess_input")(inp)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = keras.layers.Dense(len(CLASSES), activation="softmax", name="probs")(x)
-    return keras.Model(inp, out, name="tiny")
-
-
-def square_detector() -> keras.Model:
-    """Hand-set weights: class 0 is 'a bright square is present' (3x3 mean of x/255 above 0.6)."""
-    inp = keras.Input((S, S, 1), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="preprocess_input")(inp)
-    x = keras.layers.Conv2D(1, 3, padding="same", activation="relu", name="detect")(x)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = keras.layers.Dense(2, activation="softmax", name="probs")(x)
-    model = keras.Model(inp, out)
-    model.get_layer("detect").set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.array([-0.6], np.float32)])
-    model.get_layer("probs").set_weights([np.array([[40.0, -40.0]], np.float32), np.zeros(2, np.float32)])
-    return model
-
-
-def square_images(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Dark noisy images, each with an 8x8 bright square somewhere; returns images and square masks."""
-    rng = np.random.default_rng(seed)
-    imgs = rng.integers(0, 100, (n, S, S)).astype(np.uint8)
-    masks = np.zeros((n, S, S), bool)
-    for i in range(n):
-        r, c = rng.integers(2, S - 10, 2)
-        imgs[i, r:r + 8, c:c + 8] = 230
-        masks[i, r:r + 8, c:c + 8] = True
-    return imgs, masks
+from helpers_runs import CLASSES, S, square_detector, square_images, tiny_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="module")

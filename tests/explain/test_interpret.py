@@ -11,11 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from test_explain import CLASSES, tiny_cnn  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from covidxray.explain import report as interpret  # noqa: E402
 from covidxray.explain.registry import METHODS  # noqa: E402
+from helpers_runs import CLASSES, tiny_cnn  # noqa: E402
 
 SIZE = 48
 CHECK_KEYS = {"localisation", "faithfulness", "sanity", "cost"}

@@ -168,15 +168,16 @@ def make_dataset(
 
 
 def resolve_dataset(cfg: Mapping, dataset: str | Path | None = None, log=print) -> Path:
-    """The dataset to use: the argument, else ``data.dataset``; the default phantoms are generated
-    on first use so that every command works on a fresh machine.
+    """The dataset to use: the argument, else ``data.splits`` (a splits CSV used as is) when set, else
+    ``data.dataset``; the default phantoms are generated on first use so that every command works
+    on a fresh machine.
 
     Raises:
         DataError: The dataset does not exist.
     """
     from covidxray import paths
 
-    p = paths.resolve(dataset) if dataset else paths.from_config(cfg["data"]["dataset"])
+    p = paths.resolve(dataset) if dataset else paths.from_config(cfg["data"].get("splits") or cfg["data"]["dataset"])
     if p.exists():
         return p
     if p == paths.PHANTOMS.resolve():
@@ -189,4 +190,4 @@ def resolve_dataset(cfg: Mapping, dataset: str | Path | None = None, log=print) 
                          confounder=None if ph["confounder"] == "none" else ph["confounder"],
                          confounder_strength=ph["confounder_strength"], workers=cfg["data"]["workers"])
         return p
-    raise DataError(f"dataset '{p}' does not exist (data.dataset / --data)")
+    raise DataError(f"dataset '{p}' does not exist (data.dataset / data.splits / --data)")

@@ -34,6 +34,25 @@ def check_methods(names: Sequence[str], where: str = "--method / explain.methods
     return list(names)
 
 
+#: Config keys that name explanation methods (a list or one name each).
+METHOD_KEYS = ("explain.methods", "explain.expensive", "robustness.cam_method", "robustness.shortcut.methods")
+
+
+def config_problems(cfg: Mapping) -> list[str]:
+    """One message per unknown method name in the config's :data:`METHOD_KEYS` (with a did-you-mean)."""
+    import difflib
+
+    out = []
+    for key in METHOD_KEYS:
+        value = _lookup(cfg, key)
+        for name in [value] if isinstance(value, str) else value:
+            if name not in METHODS:
+                hint = difflib.get_close_matches(str(name), NAMES, n=1)
+                out.append(f"'{key}': unknown method {name!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                           + f"; known: {', '.join(NAMES)}")
+    return out
+
+
 def expensive() -> list[str]:
     """Methods that cost hundreds of model passes per image (the default of ``explain.expensive``)."""
     return [m.name for m in METHODS.values() if m.expensive]
