@@ -114,8 +114,8 @@ def write_data_tables(ctx: NotebookContext, found, splits: pd.DataFrame) -> dict
 
     Args:
         ctx: The notebook context.
-        found: The :class:`covidxray.discover.Discovery` of the dataset.
-        splits: Output of :func:`covidxray.split.make_splits`.
+        found: The :class:`covidxray.data.discover.Discovery` of the dataset.
+        splits: Output of :func:`covidxray.data.split.make_splits`.
 
     Returns:
         Name -> path of each file written.

@@ -1,7 +1,7 @@
 """Procedural chest anatomy for the phantom generator: geometry and X-ray density.
 
 Everything is drawn with OpenCV into float32 *density* maps (0 = air, about 1 = bone over
-soft tissue) at the target size; :mod:`covidxray.phantoms` adds lesions and turns density
+soft tissue) at the target size; :mod:`covidxray.data.phantoms` adds lesions and turns density
 into a radiograph. Geometry is expressed in fractions of the image side, so the same
 parameters give the same anatomy at every size. Image left is the patient's right (PA view):
 the heart bulges into the image-right lung and the image-left diaphragm dome sits higher.

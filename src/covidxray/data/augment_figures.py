@@ -97,7 +97,7 @@ def augmentation_grid(images: np.ndarray, augmenter, n_aug: int = 4, labels: Seq
 
     Args:
         images: ``(N, S, S)`` grey images in 0-255 (at model resolution).
-        augmenter: An :class:`covidxray.augment.Augmenter` (:func:`covidxray.augment.make_augmenter`).
+        augmenter: An :class:`covidxray.data.augment.Augmenter` (:func:`covidxray.data.augment.make_augmenter`).
         n_aug: Augmented versions per image.
         labels: Row labels (class names get their colour).
         title: Figure title.

@@ -143,7 +143,7 @@ def plot_split_summary(splits: pd.DataFrame, leakage=None) -> Figure:
 
     Args:
         splits: Table with ``label`` and ``split`` (``group``/``patient_id`` optional).
-        leakage: Optional :class:`covidxray.split.LeakageReport`.
+        leakage: Optional :class:`covidxray.data.split.LeakageReport`.
         save_to: Optional output path (keyword).
 
     Returns:
@@ -186,7 +186,7 @@ def plot_split_summary(splits: pd.DataFrame, leakage=None) -> Figure:
 
 def duplicate_table(manifest: pd.DataFrame, near_dup_threshold: int = 16,
                     root: str | Path | None = None) -> pd.DataFrame:
-    """Images that belong to an exact or near duplicate group (see :func:`covidxray.split.duplicate_groups`).
+    """Images that belong to an exact or near duplicate group (see :func:`covidxray.data.split.duplicate_groups`).
 
     Returns:
         One row per image in a group of two or more: ``dup_group, kind`` (``exact``: one pixel content;

@@ -26,7 +26,7 @@ SHORTCUT_AUC = 0.75  # one-vs-rest AUC of a single image statistic above which w
 def image_size_stats(manifest: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame:
     """Image sizes per class: count, distinct sizes, most common size, min/median/max side, share square.
 
-    Uses the manifest's ``height``/``width`` (from :func:`covidxray.discover.discover`) when present,
+    Uses the manifest's ``height``/``width`` (from :func:`covidxray.data.discover.discover`) when present,
     else decodes each image.
 
     Returns:

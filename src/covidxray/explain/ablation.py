@@ -3,7 +3,7 @@
 Grad-CAM and its relatives weight a layer's activations by gradients; they point at the model's
 evidence only when the activations and gradients are local. Phantoms allow a direct test that needs
 no gradients: each lesion-bearing phantom is drawn again without its lesions (same random draws,
-:func:`covidxray.phantoms.make_phantom` with ``draw_lesions=False``), and for a layer with
+:func:`covidxray.data.phantoms.make_phantom` with ``draw_lesions=False``), and for a layer with
 activations ``A`` the map ``sum_k |A_k(x) - A_k(x without lesions)|`` (bilinearly upsampled,
 min-max normalised) shows where that layer's activations change because of the lesion.
 
