@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import softmax
 
-from covidxray.metrics import compute_metrics
+from covidxray.evaluation.metrics import compute_metrics
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 

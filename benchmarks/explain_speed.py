@@ -29,7 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from covidxray.explain import explain, normalize_maps  # noqa: E402
+from covidxray.explain.core import normalize_maps  # noqa: E402
+from covidxray.explain.registry import explain  # noqa: E402
 from covidxray.models import build_model  # noqa: E402
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]

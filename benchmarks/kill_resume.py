@@ -140,7 +140,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=paths.ROOT / "benchmarks" / "results" / "kill_resume.json")
     args = ap.parse_args()
 
-    from covidxray.phantoms import generate_dataset
+    from covidxray.data.phantoms import generate_dataset
 
     rng = random.Random(args.seed)
     env = _env()

@@ -1,10 +1,10 @@
 """OOD AUROC of a run: its test split (in-distribution) against images that are not frontal CXRs.
 
-Every method of :data:`covidxray.ood.METHODS` is fitted on the run's training split and
+Every method of :data:`covidxray.evaluation.ood.METHODS` is fitted on the run's training split and
 thresholded on its validation split (the test split and the OOD images never choose anything),
 then scored on the test split and on natural photographs (scikit-learn / matplotlib sample
 photos, random crops), synthetic patterns, inverted test films and MRI head-slice crops
-(:mod:`covidxray.ood_images`). Writes AUROC per OOD kind (``roc_auc_score``, OOD = positive),
+(:mod:`covidxray.evaluation.ood_images`). Writes AUROC per OOD kind (``roc_auc_score``, OOD = positive),
 the share of each kind flagged at the threshold, the test-split pass rate and, when the run has
 one, the same for its stored detector.
 
@@ -21,8 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from covidxray import atomic, data, ood, ood_images, paths, runinfo  # noqa: E402
-from covidxray.predict import cached_images, run_config  # noqa: E402
+from covidxray import atomic, paths, runinfo  # noqa: E402
+from covidxray.data import pipeline as data  # noqa: E402
+from covidxray.evaluation import ood, ood_images  # noqa: E402
+from covidxray.evaluation.predict import cached_images  # noqa: E402
+from covidxray.runinfo import run_config  # noqa: E402
 
 
 def _evaluate(det: ood.Detector, feats: dict, kinds: dict) -> dict:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from covidxray import DEFAULT_CLASSES
-from covidxray.phantoms import generate_dataset
+from covidxray.data.phantoms import generate_dataset
 
 
 def main() -> None:

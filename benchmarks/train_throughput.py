@@ -34,9 +34,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from covidxray import augment, cache, data, models, paths, runinfo  # noqa: E402
+from covidxray import models, paths, runinfo  # noqa: E402
 from covidxray.config import load_config  # noqa: E402
-from covidxray.discover import discover  # noqa: E402
+from covidxray.data import augment, cache
+from covidxray.data import pipeline as data
+from covidxray.data.discover import discover  # noqa: E402
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 STEADY = 1024  # images per input-pipeline measurement (start-up excluded)

@@ -33,7 +33,7 @@ def cxr_dev() -> Path:
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """20 phantoms per class at 96 px, with masks and manifest (generated once per session)."""
-    from covidxray.phantoms import generate_dataset
+    from covidxray.data.phantoms import generate_dataset
 
     out = tmp_path_factory.mktemp("phantoms")
     generate_dataset(out, n_per_class=20, size=96, seed=7)
@@ -51,7 +51,7 @@ def smoke_cfg(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, phantom_dir, smoke_cfg) -> Path:
     """One complete smoke run folder on phantoms, shared by every test that needs a trained model."""
-    from covidxray.train import train
+    from covidxray.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     return train(smoke_cfg, dataset=phantom_dir, out=out, log=lambda *_: None)

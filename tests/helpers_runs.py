@@ -1,4 +1,5 @@
-"""Helpers for tests that use a trained run folder (the session ``smoke_run`` of conftest.py).
+"""Shared test helpers: tiny models with known behaviour, and run folders (the session ``smoke_run``
+of conftest.py) to copy and break.
 
 A smoke run's ``model.keras`` is about 250 MB, so :func:`copy_run` links it and copies only the
 small metadata files: each test gets its own folder to change (or break) without retraining.
@@ -10,6 +11,8 @@ import json
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 #: Small files of a run folder that evaluate/predict read.
 RUN_FILES = ("run.json", "config.yaml", "splits.csv", "history.csv", "ood.json", "ood_stats.npz")
@@ -57,3 +60,52 @@ def write_bad_files(folder: Path, good_png: Path) -> dict[str, Path]:
     files["truncated"].write_bytes(good_png.read_bytes()[:120])
     files["garbage"].write_bytes(bytes(range(256)) * 3)
     return files
+
+
+# ---- tiny models (Keras imported when one is built) --------------------------------------------
+
+S = 32
+CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
+
+
+def tiny_cnn(size: int = S, seed: int = 0):
+    """Our model's layout in miniature: raw 0-255 gray in, rescaling, convs, gap, softmax Dense."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 1), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, -1.0, name="preprocess_input")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(len(CLASSES), activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="tiny")
+
+
+def square_detector():
+    """Hand-set weights: class 0 is 'a bright square is present' (3x3 mean of x/255 above 0.6)."""
+    import keras
+
+    inp = keras.Input((S, S, 1), name="image")
+    x = keras.layers.Rescaling(1 / 255, name="preprocess_input")(inp)
+    x = keras.layers.Conv2D(1, 3, padding="same", activation="relu", name="detect")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(2, activation="softmax", name="probs")(x)
+    model = keras.Model(inp, out)
+    model.get_layer("detect").set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.array([-0.6], np.float32)])
+    model.get_layer("probs").set_weights([np.array([[40.0, -40.0]], np.float32), np.zeros(2, np.float32)])
+    return model
+
+
+def square_images(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Dark noisy images, each with an 8x8 bright square somewhere; returns images and square masks."""
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 100, (n, S, S)).astype(np.uint8)
+    masks = np.zeros((n, S, S), bool)
+    for i in range(n):
+        r, c = rng.integers(2, S - 10, 2)
+        imgs[i, r:r + 8, c:c + 8] = 230
+        masks[i, r:r + 8, c:c + 8] = True
+    return imgs, masks

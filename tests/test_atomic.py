@@ -91,7 +91,7 @@ def _images(tmp_path, n=6):
 
 
 def test_cache_refuses_a_full_disk_up_front_and_leaves_nothing(tmp_path, monkeypatch):
-    from covidxray import cache
+    from covidxray.data import cache
 
     files = _images(tmp_path)
     usage = namedtuple("usage", "total used free")
@@ -105,7 +105,7 @@ def test_cache_refuses_a_full_disk_up_front_and_leaves_nothing(tmp_path, monkeyp
 def test_cache_file_is_reserved_up_front_so_a_full_disk_is_an_error_not_sigbus(tmp_path, monkeypatch):
     import errno
 
-    from covidxray import cache
+    from covidxray.data import cache
 
     files = _images(tmp_path)
 
@@ -119,7 +119,7 @@ def test_cache_file_is_reserved_up_front_so_a_full_disk_is_an_error_not_sigbus(t
 
 
 def test_cache_interrupted_leaves_no_temp_file_and_builds_next_time(tmp_path, monkeypatch):
-    from covidxray import cache
+    from covidxray.data import cache
 
     files = _images(tmp_path)
     real = cache._load_chunk
@@ -146,7 +146,7 @@ def test_cache_sigterm_removes_its_temp_file(tmp_path):
     files = _images(tmp_path, 3)
     script = f"""
 import os, signal, sys
-from covidxray import cache
+from covidxray.data import cache
 real = cache._load_chunk
 def slow(task):
     os.kill(os.getpid(), signal.SIGTERM)

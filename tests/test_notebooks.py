@@ -103,7 +103,7 @@ def test_kernel_runs_this_python(tmp_path):
 def workspace(tmp_path_factory) -> dict:
     """Folders shared by every notebook of the session, with a smoke-sized phantom dataset."""
     from covidxray.config import load_config
-    from covidxray.phantoms import generate_dataset
+    from covidxray.data.phantoms import generate_dataset
 
     root = tmp_path_factory.mktemp("notebooks")
     ph = load_config(["smoke"]).phantoms

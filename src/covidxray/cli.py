@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
+from covidxray.explain.registry import NAMES as METHOD_NAMES  # noqa: E402 (light: no TensorFlow)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="COVID-19 / Normal / Viral Pneumonia on chest X-rays: data, training, evaluation, "
                        "explanations.")
@@ -67,8 +69,8 @@ def phantoms(
     workers: Annotated[int, typer.Option(help="Processes.")] = 1,
 ) -> None:
     """Generate synthetic chest radiographs with lung and lesion masks."""
+    from covidxray.data.phantoms import generate_dataset
     from covidxray.errors import UsageError
-    from covidxray.phantoms import generate_dataset
 
     try:
         df = generate_dataset(out, n_per_class=n_per_class, size=size, seed=seed, difficulty=difficulty,
@@ -86,7 +88,7 @@ def download(
     archive: Annotated[Path | None, typer.Option(help="A ZIP downloaded by hand (no download).")] = None,
 ) -> None:
     """Get the Kaggle COVID-19 Radiography Database (or unpack a ZIP of it you downloaded)."""
-    from covidxray.datasets import download_kaggle
+    from covidxray.data.datasets import download_kaggle
 
     download_kaggle(out, archive)
     _echo(f"dataset in {out}; next: covidxray index {out} -o {out}/manifest.csv")
@@ -101,9 +103,9 @@ def index(
 ) -> None:
     """Find images and labels in any supported layout; quarantine unreadable files with a reason."""
     from covidxray.atomic import write_csv
-    from covidxray.discover import INDEX_WRITER, discover, manifest_source, summarize
+    from covidxray.data.discover import INDEX_WRITER, discover, manifest_source, summarize
+    from covidxray.data.tables import shown, write_table
     from covidxray.errors import UsageError
-    from covidxray.tables import shown, write_table
 
     cfg = _cfg(config, set_)
     qpath = output.with_name(output.stem + ".quarantine.csv")
@@ -146,10 +148,16 @@ def split_cmd(
     are used only from a manifest `covidxray index` wrote unchanged; otherwise they are recomputed.
     """
     from covidxray import DEFAULT_CLASSES
+    from covidxray.data.integrity import split_warnings
+    from covidxray.data.split import (
+        check_leakage,
+        duplicate_stats,
+        format_summary,
+        make_splits,
+        split_summary,
+    )
+    from covidxray.data.tables import read_table, shown, write_table
     from covidxray.errors import UsageError
-    from covidxray.integrity import split_warnings
-    from covidxray.split import check_leakage, duplicate_stats, format_summary, make_splits, split_summary
-    from covidxray.tables import read_table, shown, write_table
 
     if output.is_dir():
         raise IsADirectoryError(f"-o {shown(output)} is a folder; give the splits CSV to write")
@@ -187,7 +195,7 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run folder.")] = None,
 ) -> None:
     """Train InceptionV3 (or another backbone) and write a run folder under models/."""
-    from covidxray.train import train as train_fn
+    from covidxray.training.train import train as train_fn
 
     overrides = list(set_ or []) + ([f"model.weights={weights}"] if weights else [])
     cfg = None if resume else _cfg(config, overrides)
@@ -205,7 +213,7 @@ def evaluate_cmd(
     """Metrics with 95% CIs, calibrated predictions and figures in RUN/eval/NAME/."""
     import json
 
-    from covidxray.evaluate import evaluate, format_summary
+    from covidxray.evaluation.evaluate import evaluate, format_summary
 
     out = evaluate(run, data=data, split=split, name=name, n_boot=n_boot, log=_echo)
     _echo(format_summary(json.loads((out / "metrics.json").read_text())))
@@ -224,7 +232,7 @@ def predict_cmd(
     Unreadable inputs are listed in OUTPUT's .errors.csv and named here; the exit status is 1
     when any input failed or no image was found.
     """
-    from covidxray.predict import predict
+    from covidxray.evaluation.predict import predict
 
     expected = [c.strip() for c in classes.split(",")] if classes else None
     df = predict(run, inputs, output, classes=expected, log=_echo)
@@ -243,7 +251,7 @@ def predict_cmd(
 @command("calibrate")
 def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")]) -> None:
     """Fit temperature scaling and the COVID-19 threshold on the run's validation split."""
-    from covidxray.predict import calibrate
+    from covidxray.evaluation.predict import calibrate
 
     cal = calibrate(run, log=_echo)
     threshold = "none" if cal.threshold is None else f"{cal.threshold:.4f}"
@@ -255,12 +263,12 @@ def calibrate_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/R
 @command("ood")
 def ood_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
-    method: Annotated[str | None, typer.Option(help="OOD method (default: the package's; see covidxray.ood.METHODS).")]
+    method: Annotated[str | None, typer.Option(help="OOD method (default: the package's; see covidxray.evaluation.ood.METHODS).")]
     = None,
 ) -> None:
     """(Re)fit the out-of-distribution score on the run's training split, threshold on validation
     (95% of validation images pass); for runs trained before OOD scores existed."""
-    from covidxray.ood import DEFAULT_METHOD, fit_run
+    from covidxray.evaluation.ood import DEFAULT_METHOD, fit_run
 
     fit_run(run, method=method or DEFAULT_METHOD, log=_echo)
 
@@ -271,9 +279,8 @@ def explain_cmd(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")] = Path("figures/explain"),
     method: Annotated[list[str] | None, typer.Option(
-        "--method", "-m", help="activation | gradient | smoothgrad | integrated_gradients | gradcam | "
-        "gradcam++ | scorecam | occlusion (repeatable; default gradcam, gradcam++, gradient, smoothgrad, "
-        "integrated_gradients).")] = None,
+        "--method", "-m", help=f"{' | '.join(METHOD_NAMES)} (repeatable; default gradcam, gradcam++, gradient, "
+        "smoothgrad, integrated_gradients).")] = None,
     manifest: Annotated[list[Path] | None, typer.Option(help="Manifest CSV(s) with lung/lesion masks.")] = None,
     target: Annotated[str | None, typer.Option(help="Class to explain (default: the predicted one).")] = None,
     cmap: Annotated[str, typer.Option(help="Heat-map colour map (jet, inferno...).")] = "jet",
@@ -284,8 +291,8 @@ def explain_cmd(
 ) -> None:
     """Heat-map overlays per image and method, a gallery and explain.csv (with localisation scores
     where lung/lesion masks are known)."""
-    from covidxray.interpret import cam_layer
-    from covidxray.overlays import DEFAULT_METHODS, explain_files
+    from covidxray.explain.overlays import DEFAULT_METHODS, explain_files
+    from covidxray.explain.report import cam_layer
 
     report = explain_files(run, inputs, output, methods=method or DEFAULT_METHODS, manifests=manifest or (),
                            target=target, cmap=cmap, alpha=alpha, batch_size=batch_size, log=_echo,
@@ -303,7 +310,7 @@ def interpret_cmd(
     run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")],
     split: Annotated[str, typer.Option(help="Split of the run's splits.csv.")] = "test",
     method: Annotated[list[str] | None, typer.Option(
-        "--method", "-m", help="Method to check (repeatable; default: explain.methods, all eight).")] = None,
+        "--method", "-m", help=f"Method to check: {' | '.join(METHOD_NAMES)} (repeatable; default: explain.methods).")] = None,
     layer: Annotated[str | None, typer.Option(help="CAM layer (default: the run config's explain.cam_layer, "
                                               "else the backbone's last conv layer).")] = None,
     n_per_class: Annotated[int | None, typer.Option(help="Images per class (default: explain.n_per_class).")] = None,
@@ -313,7 +320,7 @@ def interpret_cmd(
     """Can the explanations be trusted? Localisation (energy in lungs / lesion, pointing game),
     faithfulness (deletion / insertion AUC), sanity (cascading randomisation) and cost per method,
     on the run's split images with lung and lesion masks; interpret.json and figures."""
-    from covidxray.interpret import format_table, report
+    from covidxray.explain.report import format_table, report
 
     rep = report(run, split, method or None, n_per_class, layer, output, set_ or (), log=_echo)
     _echo(format_table(rep))
@@ -331,7 +338,7 @@ def robustness_cmd(
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/robustness).")] = None,
 ) -> None:
     """Accuracy, macro-AUC and COVID-19 sensitivity under 8 corruptions x 5 severities (robustness.json, plots)."""
-    from covidxray.robustness import format_summary, sweep
+    from covidxray.robustness.sweep import format_summary, sweep
 
     report = sweep(run, data=data, split=split, corruptions=corruption, tta=tta, out=out, log=_echo)
     _echo(format_summary(report))
@@ -351,12 +358,12 @@ def shortcut_cmd(
     and compare them on decorrelated phantoms. With --run: attribution outside the lungs and per-source
     metrics of a trained run."""
     if run is not None:
-        from covidxray.probes import format_probe, probe_run
+        from covidxray.robustness.probes import format_probe, probe_run
 
         _echo(format_probe(probe_run(run, data=data, split=split, out=out, log=_echo)))
         _echo(f"results: {out or run / 'shortcut'}")
         return
-    from covidxray.shortcut import format_report, run_probe
+    from covidxray.robustness.shortcut import format_report, run_probe
 
     report = run_probe(_cfg(config, set_), out=out, log=_echo)
     _echo(format_report(report))

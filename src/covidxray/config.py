@@ -20,7 +20,7 @@ import yaml
 
 from covidxray import paths
 from covidxray.atomic import write_text
-from covidxray.errors import CovidxrayError
+from covidxray.errors import ConfigError
 
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -46,8 +46,6 @@ RANGES = {
 }
 
 
-class ConfigError(CovidxrayError, ValueError):
-    """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
 class Config(dict):
@@ -199,4 +197,8 @@ def load_config(
     for item in overrides:
         _merge(cfg, parse_override(item), f"--set {item}")
     _check_ranges(cfg)
+    from covidxray.explain.registry import config_problems  # method names come from the registry
+
+    if problems := config_problems(cfg):
+        raise ConfigError(f"config: {problems[0]}")
     return _wrap(cfg)

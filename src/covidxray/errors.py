@@ -24,3 +24,23 @@ class DiskSpaceError(CovidxrayError, OSError):
 
 class RunLockedError(CovidxrayError, RuntimeError):
     """Another process holds the run folder (training or resuming it)."""
+
+
+class ConfigError(CovidxrayError, ValueError):
+    """A config file or override names an unknown key or holds a value of the wrong type."""
+
+
+class DataError(CovidxrayError, ValueError):
+    """The dataset cannot be used as given (no images, missing classes, bad splits file)."""
+
+
+class TableError(DataError):
+    """A CSV table that cannot be used: unreadable, incomplete, or without the needed columns."""
+
+
+class RunError(CovidxrayError, ValueError):
+    """A run folder is incomplete or does not match what is asked of it."""
+
+
+class DownloadError(CovidxrayError, RuntimeError):
+    """The dataset could not be downloaded or unpacked; the message says what to do instead."""

@@ -12,20 +12,18 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from covidxray import atomic, paths
-from covidxray.errors import CovidxrayError, RunLockedError
+from covidxray.errors import RunError, RunLockedError
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "opencv-python-headless",
             "pillow", "pydicom", "imagehash", "tf-keras-vis", "matplotlib")
 
 
-class RunError(CovidxrayError, ValueError):
-    """A run folder is incomplete or does not match what is asked of it."""
 
 
 def git_sha() -> str:
@@ -140,7 +138,7 @@ def load_run(run_dir: str | Path, classes: list[str] | None = None):
     """
     import keras
 
-    from covidxray.cache import PREPROCESSING
+    from covidxray.data.cache import PREPROCESSING
 
     meta = read_run(run_dir)
     if classes is not None and list(classes) != list(meta["classes"]):
@@ -156,3 +154,12 @@ def load_run(run_dir: str | Path, classes: list[str] | None = None):
         raise RunError(f"{run_dir}: model has input {in_shape} and {n_out} outputs, but run.json says "
                        f"{size}x{size}x1 and classes {meta['classes']}")
     return model, meta
+
+
+def run_config(run_dir: str | Path, overrides: Sequence[str] = ()):
+    """The resolved config a run was trained with (``config.yaml`` over the defaults; the defaults
+    alone when it is absent), with ``dotted.key=value`` overrides applied."""
+    from covidxray.config import load_config
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    return load_config([cfg_path] if cfg_path.is_file() else [], overrides)
