@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covidxray import atomic
-from covidxray.calibration import reliability_curve
+from covidxray.evaluation.calibration import reliability_curve
 
 _STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
           "grid.alpha": 0.3, "legend.frameon": False, "figure.facecolor": "white"}

@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidxray import atomic, data, runinfo
-from covidxray.cache import resize_mask
-from covidxray.explain_checks import energy_share, pointing_game
+from covidxray import atomic, runinfo
+from covidxray.data.cache import resize_mask
+from covidxray.errors import DataError
+from covidxray.explain.localisation import energy_share, pointing_game
 
 MASK_COLUMNS = {"lung": "lung_mask", "lesion": "lesion_mask", "device": "device_mask"}
 BOX_COLUMNS = ("path", "x", "y", "w", "h")
 
 
 def _size_of(path: Path) -> tuple[int, int]:
-    from covidxray.imageio import read_image
+    from covidxray.data.imageio import read_image
 
     return read_image(path).shape[:2]
 
@@ -63,18 +64,18 @@ def box_masks(boxes: str | Path, sizes: dict[str, tuple[int, int]] | None = None
                 sizes.setdefault(files[im["id"]], (int(im["height"]), int(im["width"])))
             rows = [(files[a["image_id"]], *map(float, a["bbox"])) for a in coco["annotations"]]
         except (KeyError, TypeError, ValueError) as err:
-            raise data.DataError(f"{boxes}: not a COCO file with images and bbox annotations ({err})") from None
+            raise DataError(f"{boxes}: not a COCO file with images and bbox annotations ({err})") from None
     else:
         table = pd.read_csv(boxes, keep_default_na=False)
         missing = [c for c in BOX_COLUMNS if c not in table]
         if missing:
-            raise data.DataError(f"{boxes}: box CSV lacks columns {missing} (needs path,label,x,y,w,h)")
+            raise DataError(f"{boxes}: box CSV lacks columns {missing} (needs path,label,x,y,w,h)")
         rows = [(str((base / r.path).resolve()), float(r.x), float(r.y), float(r.w), float(r.h))
                 for r in table.itertuples()]
     out: dict[str, np.ndarray] = {}
     for path, x, y, w, h in rows:
         if w < 0 or h < 0:
-            raise data.DataError(f"{boxes}: box of negative size for {path}")
+            raise DataError(f"{boxes}: box of negative size for {path}")
         if path not in sizes:
             sizes[path] = _size_of(Path(path))
         hh, ww = sizes[path]
@@ -149,12 +150,12 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
         ``(table, masks)``: the kept rows (absolute ``path``) and ``{"lung"|"lesion"|"device": (N, S, S)}``
         for the mask kinds the dataset has.
     """
-    from covidxray.imageio import read_mask
+    from covidxray.data.imageio import read_mask
 
     src = Path(dataset)
     manifest = src / "manifest.csv" if src.is_dir() else src
     if not manifest.is_file():
-        raise data.DataError(f"{src}: no manifest.csv with mask columns (lung_mask, lesion_mask, device_mask)")
+        raise DataError(f"{src}: no manifest.csv with mask columns (lung_mask, lesion_mask, device_mask)")
     base = manifest.parent
     table = pd.read_csv(manifest, keep_default_na=False, dtype=str)
     if "in_dev" in table and exclude_in_dev:
@@ -167,7 +168,7 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
     kinds = {k: c for k, c in MASK_COLUMNS.items() if c in table}
     box = box_masks(boxes) if boxes else {}
     if not kinds and not box:
-        raise data.DataError(f"{manifest}: no mask columns ({', '.join(MASK_COLUMNS.values())}) and no --boxes")
+        raise DataError(f"{manifest}: no mask columns ({', '.join(MASK_COLUMNS.values())}) and no --boxes")
     masks = {k: np.zeros((len(table), size, size), bool) for k in kinds}
     if box:
         masks.setdefault("lesion", np.zeros((len(table), size, size), bool))
@@ -194,25 +195,33 @@ def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequenc
         target: Class to explain (default: each image's predicted class).
         boxes: Optional boxes (CSV or COCO) that become lesion masks.
         n_boot: Bootstrap resamples of each mean.
-        method_options: ``{method: kwargs}`` for :func:`covidxray.explain.explain`.
+        method_options: ``{method: kwargs}`` for :func:`covidxray.explain.registry.explain` (default:
+            the run config's ``explain`` options on its CAM layer).
         batch_size: Images per explanation pass.
         log: Where progress messages go.
 
     Returns:
         The report written to ``interpret_data.json``.
     """
-    from covidxray.cache import load_for_model
-    from covidxray.explain import explain
-    from covidxray.overlays import gallery_figure
+    from covidxray.data.cache import load_for_model
+    from covidxray.explain.core import resolve_layer
+    from covidxray.explain.overlays import gallery_figure
+    from covidxray.explain.registry import check_methods, explain
+    from covidxray.explain.registry import method_options as registry_options
+    from covidxray.runinfo import run_config
 
     model, meta = runinfo.load_run(run_dir)
     classes, size = list(meta["classes"]), int(meta["image_size"])
     table, masks = load_annotated(dataset, size, boxes, log=log)
     if target is not None and target not in classes:
-        raise data.DataError(f"--target {target!r} is not one of the run's classes {classes}")
+        raise DataError(f"--target {target!r} is not one of the run's classes {classes}")
     images = np.stack([load_for_model(p, size) for p in table["path"]])
     t = None if target is None else classes.index(target)
-    opts = method_options or {}
+    methods = check_methods(methods)
+    if method_options is None:
+        cfg = run_config(run_dir)
+        method_options = registry_options(cfg, resolve_layer(model, cfg.explain.cam_layer or None, meta))
+    opts = method_options
     maps = {m: explain(model, images, m, target=t, batch_size=batch_size, **opts.get(m, {})) for m in methods}
     summary, per_image = localisation_table(maps, masks, n_boot=n_boot, seed=int(meta.get("seed", 0)))
     per_image["path"] = table["path"].to_numpy()[per_image["image"].to_numpy()]

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covidxray import atomic, data, external, paths, runinfo
-from covidxray.calibration import apply_temperature
+from covidxray import atomic, paths, runinfo
 from covidxray.config import Config
-from covidxray.predict import cached_images, ensure_calibration, run_config
+from covidxray.data import pipeline as data
+from covidxray.evaluation import external, shift
+from covidxray.evaluation.calibration import apply_temperature
+from covidxray.evaluation.predict import cached_images, ensure_calibration
+from covidxray.runinfo import run_config
 
 #: Manifest columns the breakdown uses when present (``source`` first); ``age`` becomes ``age_band``.
 BREAKDOWN_COLUMNS = ("source", "view", "sex", "age_band")
@@ -50,7 +53,7 @@ def load_external(source: str | Path, classes: Sequence[str], cfg: Config, log: 
         ``(table, quarantine)``: the images (path, label, the manifest's other columns, and
         ``age_band`` when there is an ``age`` column) and the files refused for another reason.
     """
-    from covidxray.discover import discover
+    from covidxray.data.discover import discover
 
     source = paths.resolve(source)
     if not source.exists():
@@ -112,7 +115,7 @@ def external_report(run_dir: str | Path, data_path: str | Path, out: str | Path 
     Returns:
         The report (also written to ``external.json``), with ``findings`` sentences first.
     """
-    from covidxray import external_plots
+    from covidxray.evaluation import external_plots
 
     run = Path(run_dir)
     cfg = run_config(run)
@@ -159,10 +162,10 @@ def external_report(run_dir: str | Path, data_path: str | Path, out: str | Path 
     report["breakdowns"] = groups
     report["internal_breakdown"] = internal_groups
     probe_groups = ext[cols[0]] if cols else None
-    report["feature_probe"] = external.feature_probe(feat_int, feat_ext, probe_groups, n_boot=n_boot, seed=seed)
+    report["feature_probe"] = shift.feature_probe(feat_int, feat_ext, probe_groups, n_boot=n_boot, seed=seed)
     stat_groups = (["internal: " + str(s) for s in internal.get("source", ["test"] * len(internal))]
                    + ["external: " + str(s) for s in (ext[cols[0]] if cols else ["all"] * len(ext))])
-    stats = external.image_statistics(np.concatenate([img_int, img_ext]), stat_groups)
+    stats = shift.image_statistics(np.concatenate([img_int, img_ext]), stat_groups)
     if {"width", "height"} <= set(ext.columns) and {"width", "height"} <= set(internal.columns):
         sizes = pd.concat([internal[["width", "height"]], ext[["width", "height"]]]).astype(float)
         stats = stats.merge(sizes.assign(group=stat_groups).groupby("group").median().add_prefix("file_")

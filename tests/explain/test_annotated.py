@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import annotated
-from covidxray.data import DataError
+from covidxray.errors import DataError
+from covidxray.explain import annotated
 
 
 def _write_images(folder, names, shape=(40, 60)):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from covidxray import atomic
-from covidxray.phantoms import generate_dataset
+from covidxray.data.phantoms import generate_dataset
 
 #: Per source: ``(gain, offset, gamma)`` applied as ``255 * (gain * (x / 255) ** gamma) + offset``.
 DEFAULT_SOURCES = {"hospital-bright": (0.8, 45.0, 0.8), "hospital-dark": (0.9, -10.0, 1.3)}

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covidxray import external
-from covidxray.metrics import compute_metrics
+from covidxray.evaluation import external, shift
+from covidxray.evaluation.metrics import compute_metrics
 
 CLASSES = ["COVID-19", "Normal", "Viral Pneumonia"]
 
@@ -83,7 +83,7 @@ def _intensity_features(images: np.ndarray) -> np.ndarray:
 
 def test_feature_probe_separates_shifted_sets_and_not_two_halves_of_one(smoke_run, phantom_dir):
     from covidxray import runinfo
-    from covidxray.external_report import score
+    from covidxray.evaluation.external_report import score
 
     model, meta = runinfo.load_run(smoke_run)
     size = meta["image_size"]
@@ -92,10 +92,10 @@ def test_feature_probe_separates_shifted_sets_and_not_two_halves_of_one(smoke_ru
     brighter = np.clip(imgs.astype(np.float32) * 0.55 + 110, 0, 255).astype(np.uint8)
     _, feat = score(model, imgs, 16)
     _, feat_b = score(model, brighter, 16)
-    shifted = external.feature_probe(feat, feat_b, n_boot=200)
+    shifted = shift.feature_probe(feat, feat_b, n_boot=200)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(feat))
-    half = external.feature_probe(feat[order[::2]], feat[order[1::2]], n_boot=200)
+    half = shift.feature_probe(feat[order[::2]], feat[order[1::2]], n_boot=200)
     assert shifted["auc"] > 0.9
     assert half["auc"] < 0.65
     lo, hi = shifted["auc_ci"]
@@ -107,7 +107,7 @@ def test_image_statistics_see_a_dark_border_and_burned_in_text():
     imgs[2:, :8, :] = 0
     imgs[2:, -8:, :] = 0
     imgs[3, 2:6, 20:40] = 255
-    stats = external.image_statistics(imgs, ["plain", "plain", "framed", "framed"]).set_index("group")
+    stats = shift.image_statistics(imgs, ["plain", "plain", "framed", "framed"]).set_index("group")
     assert stats.loc["plain", "border_ratio"] == pytest.approx(1.0)
     assert stats.loc["framed", "border_ratio"] < 0.6
     assert stats.loc["framed", "border_bright"] > 0 == stats.loc["plain", "border_bright"]
@@ -116,8 +116,8 @@ def test_image_statistics_see_a_dark_border_and_burned_in_text():
 
 @pytest.mark.slow
 def test_external_report_on_a_phantom_external_set(smoke_run, tmp_path):
-    from covidxray.external_report import external_report
-    from covidxray.phantoms import generate_dataset
+    from covidxray.data.phantoms import generate_dataset
+    from covidxray.evaluation.external_report import external_report
 
     ext = tmp_path / "ext"
     generate_dataset(ext, n_per_class=6, size=128, seed=99)
