@@ -1,0 +1,16 @@
+"""``covidxray`` command line: thin wrappers around the package's functions.
+
+The commands live by stage in :mod:`~covidxray.cli.data`, :mod:`~covidxray.cli.runs` and
+:mod:`~covidxray.cli.trust`; importing this package registers them all on :data:`app`.
+"""
+
+from covidxray.cli import data, runs, trust  # noqa: F401 (registers the commands)
+from covidxray.cli.base import app
+
+
+def main() -> None:
+    """Entry point (the ``covidxray`` console script)."""
+    app()
+
+
+__all__ = ["app", "main"]
