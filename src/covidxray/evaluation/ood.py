@@ -93,7 +93,7 @@ def extract(model, images: np.ndarray, batch_size: int, keys: Sequence[str]) -> 
     """
     import keras
 
-    from covidxray import data
+    from covidxray.data import pipeline as data
 
     out: dict[str, np.ndarray] = {}
     if "thumb" in keys:
@@ -288,7 +288,7 @@ def fit_run(run: str | Path, model=None, method: str = DEFAULT_METHOD, log: Call
     ``model`` is the run's loaded model (loaded when None). Raises :class:`RunError` without
     ``splits.csv`` or with an empty train / validation split.
     """
-    from covidxray import data
+    from covidxray.data import pipeline as data
     from covidxray.evaluation.predict import cached_images
     from covidxray.runinfo import run_config
 
