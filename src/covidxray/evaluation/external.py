@@ -230,9 +230,12 @@ def findings(report: dict, positive: str = "COVID-19") -> list[str]:
                 out.append(f"Outside the model's classes: {e['sentence']}.")
     probe = report.get("feature_probe")
     if probe:
-        verdict = ("its features tell the external images from its own test images almost perfectly, so "
-                   "it can recognise where an image comes from" if probe["auc"] >= 0.9 else
-                   "its features separate the two sets only partly" if probe["auc"] >= 0.7 else
+        auc = probe["auc"]
+        verdict = ("its features tell the external images from its own test images almost perfectly: it can "
+                   "recognise where an image comes from" if auc >= 0.95 else
+                   "its features largely tell the external images from its own test images, so the source is "
+                   "visible to it" if auc >= 0.8 else
+                   "its features separate the two sets only partly" if auc >= 0.65 else
                    "its features see the two sets alike")
         out.append(f"Feature probe AUC {probe['auc']:.2f}: {verdict}.")
     cal = report.get("calibration")
