@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import fixtures_images as fx
-from covidxray.data.discover import canonical_label, discover, summarize
+from covidxray.data.discover import discover, summarize
+from covidxray.data.layouts import canonical_label
 
 CLASSES4 = ("COVID-19", "Normal", "Viral Pneumonia", "Lung Opacity")
 
@@ -254,7 +255,7 @@ def test_symlinked_class_folders_are_followed_once(tmp_path):
 
 def test_own_index_manifest_does_not_hide_new_images(tmp_path):
     """Item 6: manifest.csv written by `covidxray index` (sidecar, or its columns) keeps the folder layout."""
-    from covidxray.data.discover import INDEX_WRITER
+    from covidxray.data.layouts import INDEX_WRITER
     from covidxray.data.tables import sidecar, write_table
 
     _img(tmp_path / "covid" / "a.png", 1)

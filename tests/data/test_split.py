@@ -1,4 +1,4 @@
-"""Tests for covidxray.data.split: duplicate groups, leak-free stratified splits, leakage check."""
+"""Tests for covidxray.data.duplicates and covidxray.data.split: duplicate groups, leak-free splits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from covidxray.data import duplicates as D
 from covidxray.data import split as S
 from covidxray.paths import shared_cxr_dev
 
@@ -72,17 +73,17 @@ def test_duplicate_groups_exact_near_transitive_and_unrelated():
         ("c", c),                                        # 8 unrelated
     ]
     df = pd.DataFrame([{"sha1": s * 8, "phash": p} for s, p in rows])
-    g = S.duplicate_groups(df).tolist()
+    g = D.duplicate_groups(df).tolist()
     assert g[0] == g[1] == g[2] == g[3]
     assert g[4] == g[5] == g[6]  # b ~ b3 ~ b6 although b and b6 are 6 bits apart
     assert len({g[0], g[4], g[7], g[8]}) == 4
-    assert S.duplicate_groups(df, near_dup_threshold=5)[7] == g[0]
-    exact_only = S.duplicate_groups(df, near_dup_threshold=0).tolist()
+    assert D.duplicate_groups(df, near_dup_threshold=5)[7] == g[0]
+    exact_only = D.duplicate_groups(df, near_dup_threshold=0).tolist()
     assert exact_only[0] == exact_only[1] and len(set(exact_only)) == 8
-    assert S.duplicate_stats(df) == {"exact_groups": 1, "near_groups": 2, "images_in_dup_groups": 7,
+    assert D.duplicate_stats(df) == {"exact_groups": 1, "near_groups": 2, "images_in_dup_groups": 7,
                                      "multi_image_patients": 0}
     with pytest.raises(ValueError, match="near_dup_threshold"):
-        S.duplicate_groups(df, near_dup_threshold=-1)
+        D.duplicate_groups(df, near_dup_threshold=-1)
 
 
 def test_assign_groups_joins_patients_and_duplicates():
@@ -92,7 +93,7 @@ def test_assign_groups_joins_patients_and_duplicates():
         "sha1": ["1" * 40, "2" * 40, "3" * 40, "4" * 40, "5" * 40, "6" * 40],
         "phash": [a, b, _flip(b, [7, 8]), c, d, _flip(d, [0, 1, 2, 3, 4, 5, 6])],
     })
-    g = S.assign_groups(df).tolist()
+    g = D.assign_groups(df).tolist()
     assert g[0] == g[1] == g[2]  # two images of P1 plus a near duplicate of one of them
     assert len(set(g)) == 4  # empty/NaN patient ids never join rows
 
@@ -105,7 +106,7 @@ def test_near_duplicate_pairs_match_brute_force_across_chunks():
     brute = {(i, j) for i in range(len(ints)) for j in range(i + 1, len(ints))
              if bin(ints[i] ^ ints[j]).count("1") <= 4}
     for chunk in (1, 7 * len(hashes), 1 << 22):
-        assert set(map(tuple, S.near_duplicate_pairs(hashes, 4, chunk=chunk).tolist())) == brute
+        assert set(map(tuple, D.near_duplicate_pairs(hashes, 4, chunk=chunk).tolist())) == brute
 
 
 def test_make_splits_has_no_leak_and_matches_targets():
@@ -262,11 +263,11 @@ def test_cxr_dev_split_is_leak_free(capsys):
     for label in CLASSES:
         assert summary.loc[["train", "val", "test"], label].tolist() == [420, 90, 90]
     assert summary.loc["total", "patients"] == 581
-    stats = S.duplicate_stats(out)
+    stats = D.duplicate_stats(out)
     assert stats["exact_groups"] == 0 and stats["near_groups"] == 0
     # 256-bit phash: no distinct pair within 40 bits, far above the threshold of 16
-    assert len(S.near_duplicate_pairs(out["phash"], 40)) == 0
-    assert len(S.near_duplicate_pairs(out["phash"], 48)) == 1
+    assert len(D.near_duplicate_pairs(out["phash"], 40)) == 0
+    assert len(D.near_duplicate_pairs(out["phash"], 48)) == 1
     text = S.format_summary(summary, report, stats)
     assert "exact groups 0, near groups 0" in text
     with capsys.disabled():

@@ -67,7 +67,7 @@ def _tiny_model(seed=0):
 
 
 def test_history_repair_drops_a_partial_last_line_and_epochs_to_redo(tmp_path):
-    from covidxray.training.callbacks import repair_history
+    from covidxray.training.checkpoints import repair_history
 
     f = tmp_path / "history_scratch.csv"
     f.write_text("epoch,loss,val_loss\n0,1.0,1.1\n1,0.9,1.0\n2,0.8,0.9\n3,0.7")  # killed mid-row
@@ -81,7 +81,7 @@ def test_history_repair_drops_a_partial_last_line_and_epochs_to_redo(tmp_path):
 
 
 def test_checkpoint_keeps_the_previous_one_and_a_damaged_one_falls_back_in_one_line(tmp_path):
-    from covidxray.training.callbacks import (
+    from covidxray.training.checkpoints import (
         load_first_good,
         previous_path,
         save_weights_atomic,
@@ -108,7 +108,7 @@ def test_checkpoint_keeps_the_previous_one_and_a_damaged_one_falls_back_in_one_l
 
 
 def test_no_usable_backup_restarts_the_stage_and_says_so(tmp_path):
-    from covidxray.training.callbacks import EpochBackup, backup_candidates, restore_backup
+    from covidxray.training.checkpoints import EpochBackup, backup_candidates, restore_backup
 
     model = _tiny_model(0)
     folder = tmp_path / "backup" / "scratch"

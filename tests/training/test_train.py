@@ -159,10 +159,10 @@ def test_cli_imagenet_offline_is_a_clear_message(monkeypatch, tmp_path, phantom_
 KILL_IN_CHECKPOINT = """
 import os, signal, sys
 import keras
-from covidxray.training import callbacks as training_utils
+from covidxray.training import checkpoints
 from covidxray.config import load_config
 from covidxray.training.train import train
-training_utils.AtomicCheckpoint._is_improvement = lambda self, current, best: True  # a best save each epoch
+checkpoints.AtomicCheckpoint._is_improvement = lambda self, current, best: True  # a best save each epoch
 real = keras.Model.save_weights
 saves = []
 def dying(self, filepath, *args, **kwargs):
@@ -218,7 +218,7 @@ def _assert_finished(run):
 @pytest.mark.slow
 def test_kill_inside_the_checkpoint_write_leaves_the_checkpoint_whole_and_resume_finishes(
         killed_in_checkpoint, tmp_path):
-    from covidxray.training.callbacks import weights_problem
+    from covidxray.training.checkpoints import weights_problem
 
     run = _copy_run(killed_in_checkpoint, tmp_path)
     assert [p for p in run.glob(".best_scratch.*.tmp-covidxray.weights.h5")]  # died inside this write

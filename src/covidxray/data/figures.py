@@ -186,14 +186,14 @@ def plot_split_summary(splits: pd.DataFrame, leakage=None) -> Figure:
 
 def duplicate_table(manifest: pd.DataFrame, near_dup_threshold: int = 16,
                     root: str | Path | None = None) -> pd.DataFrame:
-    """Images that belong to an exact or near duplicate group (see :func:`covidxray.data.split.duplicate_groups`).
+    """Images that belong to an exact or near duplicate group (see :func:`covidxray.data.duplicates.duplicate_groups`).
 
     Returns:
         One row per image in a group of two or more: ``dup_group, kind`` (``exact``: one pixel content;
         ``near``: several within the pHash threshold), ``labels`` (``mixed`` when the group holds
         several labels, a sign of label noise), ``label, path, phash``; groups with mixed labels first.
     """
-    from covidxray.data.split import duplicate_groups, ensure_hashes
+    from covidxray.data.duplicates import duplicate_groups, ensure_hashes
 
     df = ensure_hashes(manifest, root).assign(dup_group=duplicate_groups(manifest, near_dup_threshold, root))
     df = df[df.groupby("dup_group")["path"].transform("size") > 1]

@@ -1,6 +1,6 @@
 """Checks on a labelled data set that are not errors of one file: conflicting labels, weak splits.
 
-* :func:`label_conflicts`: one image (exact or near duplicate, see :mod:`covidxray.data.split`) with two
+* :func:`label_conflicts`: one image (exact or near duplicate, see :mod:`covidxray.data.duplicates`) with two
   labels cannot be right for both; :func:`covidxray.data.discover.discover` quarantines every copy, and
   :func:`covidxray.data.split.make_splits` refuses such a manifest, naming the files.
 * :func:`split_warnings`: splits that work but should not pass unnoticed (one class, an empty
@@ -24,7 +24,7 @@ def label_conflicts(df: pd.DataFrame, groups: pd.Series) -> list[pd.Index]:
 
     Args:
         df: Table with ``label`` (and ``path`` for messages).
-        groups: Duplicate group id per row (:func:`covidxray.data.split.duplicate_groups`), same index.
+        groups: Duplicate group id per row (:func:`covidxray.data.duplicates.duplicate_groups`), same index.
 
     Returns:
         One index of rows per conflicting group, largest first.
@@ -59,7 +59,7 @@ def quarantine_conflicts(manifest: pd.DataFrame, quarantine: list, threshold: in
     (a list of ``(path, reason)``); returns the manifest without them. Needs ``sha1``/``phash``."""
     if len(manifest) < 2 or (manifest["sha1"] == "").any():
         return manifest
-    from covidxray.data.split import duplicate_groups
+    from covidxray.data.duplicates import duplicate_groups
 
     drop = []
     for rows in label_conflicts(manifest, duplicate_groups(manifest, threshold)):

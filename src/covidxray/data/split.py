@@ -1,16 +1,10 @@
-"""Duplicate groups and leak-free, stratified train/val/test splits.
+"""Leak-free, stratified train/val/test splits, their leakage check and summary.
 
-Images are grouped so that no patient and no duplicate ever spans two splits:
-
-* exact duplicates share the decoded-content hash (manifest column ``sha1``);
-* near-duplicates have perceptual hashes (column ``phash``, hex from ``imagehash.phash``; 256-bit
-  by default, see :func:`covidxray.data.imageio.image_hash`; all rows must have the same length)
-  within ``near_dup_threshold`` bits (Hamming distance);
-* images with one non-empty ``patient_id`` belong together.
-
-All three relations are merged transitively (connected components). Groups are then assigned to
-splits by a seeded greedy that matches the per-class target counts (see :func:`make_splits`).
-Missing hash columns are computed with :func:`covidxray.data.imageio.image_hash`.
+Images are grouped so that no patient and no duplicate ever spans two splits: the groups of
+:func:`covidxray.data.duplicates.assign_groups` (exact and near duplicates and shared
+``patient_id``, merged transitively). Groups are then assigned to splits by a seeded greedy that
+matches the per-class target counts (see :func:`make_splits`). Missing hash columns are computed
+with :func:`covidxray.data.imageio.image_hash`.
 """
 
 from __future__ import annotations
@@ -20,15 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from covidxray import DEFAULT_CLASSES
+from covidxray.data.duplicates import (
+    as_text,
+    assign_groups,
+    default_threshold,
+    duplicate_groups,
+    ensure_hashes,
+    near_duplicate_pairs,
+)
+from covidxray.data.duplicates import duplicate_stats as duplicate_stats  # re-export for covidxray.cli
 from covidxray.data.integrity import refuse_conflicts
 from covidxray.errors import DataError
 
 SPLITS = ("train", "val", "test")
-HASH_COLUMNS = ("sha1", "phash")
 
 
 def _read_splits(splits: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, Path | None, bool]:
@@ -47,167 +47,6 @@ def _read_splits(splits: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, Path 
     if missing:
         raise DataError(f"split table lacks column(s) {sorted(missing)}")
     return splits, folder, trusted
-
-
-def _text(col: pd.Series) -> pd.Series:
-    return col.fillna("").astype(str).str.strip()
-
-
-def _ensure_hashes(manifest: pd.DataFrame, root: str | Path | None, recompute: bool = False) -> pd.DataFrame:
-    """Return ``manifest`` with non-empty ``sha1``/``phash``, computing missing cells (all cells when
-    ``recompute``: columns that cannot be trusted) from the images."""
-    df = manifest.copy()
-    for col in HASH_COLUMNS:
-        df[col] = _text(df[col]).str.lower() if col in df and not recompute else ""
-    todo = df.index[(df["sha1"] == "") | (df["phash"] == "")]
-    if len(todo):
-        try:
-            from covidxray.data.imageio import image_hash, read_image
-        except ImportError as err:
-            raise ImportError(f"{len(todo)} rows lack sha1/phash and covidxray.data.imageio is unavailable: {err}") from None
-        if "path" not in df:
-            raise DataError("manifest has no 'path' column, so missing sha1/phash cannot be computed")
-        base = Path(root) if root is not None else Path.cwd()
-        for i in todo:
-            rel = str(df.at[i, "path"])
-            if not rel:
-                raise DataError(f"row {i}: empty path and no sha1/phash")
-            file = Path(rel) if Path(rel).is_absolute() else base / rel
-            if not file.is_file():
-                raise FileNotFoundError(f"row {i}: image {file} not found (needed to compute sha1/phash)")
-            sha1, phash = image_hash(read_image(file))
-            df.at[i, "sha1"] = df.at[i, "sha1"] or sha1
-            df.at[i, "phash"] = df.at[i, "phash"] or phash
-    width = df["phash"].str.len().mode().iat[0] if len(df) else 64
-    bad = ~df["phash"].str.fullmatch(r"[0-9a-f]+") | (df["phash"].str.len() != width) | (width % 16 != 0)
-    if bad.any():
-        i = df.index[bad][0]
-        raise DataError(f"row {i} ({df.at[i, 'path'] if 'path' in df else '?'}): phash {df.at[i, 'phash']!r} "
-                         f"is not {width} hex digits like the other rows (imagehash.phash); {int(bad.sum())} bad rows")
-    return df
-
-
-ensure_hashes = _ensure_hashes  # public name: the data figures compute hashes this way too
-
-
-def default_threshold(bits: int) -> int:
-    """Near-duplicate distance used when none is given: 1/16 of the hash bits (16 of 256, 4 of 64)."""
-    return bits // 16
-
-
-def near_duplicate_pairs(phash: pd.Series | list[str], threshold: int, chunk: int = 1 << 18) -> np.ndarray:
-    """All pairs of distinct rows whose perceptual hashes differ in at most ``threshold`` bits.
-
-    Vectorized: each hash becomes a row of uint64 words, and blocks of rows are XORed against all
-    later rows and counted with ``np.bitwise_count``, so memory stays near ``chunk`` elements.
-
-    Args:
-        phash: Hex strings of one length, a multiple of 16 digits (64 bits).
-        threshold: Largest Hamming distance counted as a near duplicate.
-        chunk: Approximate number of pair distances computed at once.
-
-    Returns:
-        int array of shape (k, 2) with row positions ``i < j``.
-    """
-    hexes = list(phash)
-    words = len(hexes[0]) // 16 if hexes else 1
-    h = np.array([[int(x[k : k + 16], 16) for k in range(0, 16 * words, 16)] for x in hexes],
-                 dtype=np.uint64).reshape(len(hexes), words)
-    n = len(h)
-    found = []
-    rows = max(1, chunk // max(n * words, 1))
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        dist = np.bitwise_count(h[start:stop, None, :] ^ h[None, start:, :]).sum(axis=-1, dtype=np.int32)
-        i, j = np.nonzero(dist <= threshold)
-        i += start
-        j += start
-        keep = i < j
-        found.append(np.stack([i[keep], j[keep]], axis=1))
-    return np.concatenate(found) if found else np.empty((0, 2), dtype=np.intp)
-
-
-def _key_pairs(keys: pd.Series) -> np.ndarray:
-    """Pairs (first row of key, row) linking rows that share a non-empty key."""
-    keys = _text(keys).to_numpy()
-    pos = np.arange(len(keys))
-    nonempty = keys != ""
-    first = pd.Series(pos[nonempty]).groupby(keys[nonempty]).transform("min").to_numpy()
-    return np.stack([first, pos[nonempty]], axis=1)
-
-
-def _components(n: int, pairs: list[np.ndarray]) -> np.ndarray:
-    edges = np.concatenate([p.reshape(-1, 2) for p in pairs])
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return pd.factorize(labels)[0]  # ids in order of first row, so they follow the row order
-
-
-def duplicate_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> pd.Series:
-    """Group exact duplicates (same ``sha1``) and near duplicates (``phash`` within the threshold).
-
-    Args:
-        manifest: Table with ``sha1`` and ``phash`` (or ``path`` to compute them).
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
-            (None: :func:`default_threshold`).
-        root: Folder that relative paths are relative to (default: current directory).
-
-    Returns:
-        Integer group id per row (index of ``manifest``); singletons get their own id.
-    """
-    df = _ensure_hashes(manifest, root)
-    bits = 4 * (len(df["phash"].iat[0]) if len(df) else 64)
-    near_dup_threshold = default_threshold(bits) if near_dup_threshold is None else near_dup_threshold
-    if not 0 <= near_dup_threshold < bits:
-        raise DataError(f"near_dup_threshold must be in [0, {bits}) bits, got {near_dup_threshold}")
-    pairs = [_key_pairs(df["sha1"]), near_duplicate_pairs(df["phash"], near_dup_threshold)]
-    return pd.Series(_components(len(df), pairs), index=manifest.index, name="dup_group")
-
-
-def duplicate_stats(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None) -> dict:
-    """Count duplicate groups in a manifest.
-
-    Args:
-        manifest: Table with ``sha1``/``phash`` (or ``path``) and optionally ``patient_id``.
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
-            (None: :func:`default_threshold`).
-        root: Folder that relative paths are relative to (default: current directory).
-
-    Returns:
-        ``exact_groups`` (sha1 values on more than one row), ``near_groups`` (duplicate groups
-        joining two or more distinct sha1), ``images_in_dup_groups``, ``multi_image_patients``.
-    """
-    df = _ensure_hashes(manifest, root)
-    dup = duplicate_groups(df, near_dup_threshold)
-    sizes = dup.value_counts()
-    patients = _text(df["patient_id"]) if "patient_id" in df else pd.Series("", index=df.index)
-    return {
-        "exact_groups": int((df["sha1"].value_counts() > 1).sum()),
-        "near_groups": int((df.groupby(dup)["sha1"].nunique() > 1).sum()),
-        "images_in_dup_groups": int(sizes[sizes > 1].sum()),
-        "multi_image_patients": int((patients[patients != ""].value_counts() > 1).sum()),
-    }
-
-
-def assign_groups(manifest: pd.DataFrame, near_dup_threshold: int | None = None, root: str | Path | None = None,
-                  dup: pd.Series | None = None) -> pd.Series:
-    """Final grouping key: union of shared non-empty ``patient_id`` and duplicate groups.
-
-    Args:
-        manifest: Table with ``sha1``/``phash`` (or ``path``) and optionally ``patient_id``.
-        near_dup_threshold: Largest pHash Hamming distance that counts as a near duplicate
-            (None: :func:`default_threshold`).
-        root: Folder that relative paths are relative to (default: current directory).
-        dup: Precomputed :func:`duplicate_groups` of ``manifest``.
-
-    Returns:
-        Integer group id per row (index of ``manifest``).
-    """
-    dup = (duplicate_groups(manifest, near_dup_threshold, root) if dup is None else dup).to_numpy()
-    pairs = [_key_pairs(pd.Series(dup.astype(str)))]
-    if "patient_id" in manifest:
-        pairs.append(_key_pairs(manifest["patient_id"]))
-    return pd.Series(_components(len(manifest), pairs), index=manifest.index, name="group")
 
 
 def _classes(labels: pd.Series) -> list[str]:
@@ -282,11 +121,11 @@ def make_splits(manifest: pd.DataFrame, val: float = 0.15, test: float = 0.15, s
         raise DataError(f"val + test must be < 1 so train is not empty, got {val} + {test} = {val + test}")
     if "label" not in manifest or manifest.empty:
         raise DataError("manifest must be non-empty and have a 'label' column")
-    unlabeled = _text(manifest["label"]) == ""
+    unlabeled = as_text(manifest["label"]) == ""
     if unlabeled.any():
         raise DataError(f"{int(unlabeled.sum())} manifest rows have no label (first: row {manifest.index[unlabeled][0]})")
-    df = _ensure_hashes(manifest.reset_index(drop=True), root)
-    df["label"] = _text(df["label"])
+    df = ensure_hashes(manifest.reset_index(drop=True), root)
+    df["label"] = as_text(df["label"])
     keys = [c for c in ("path", "label", "sha1", "phash", "patient_id") if c in df]
     df = df.sort_values(keys, kind="stable")
     dup = duplicate_groups(df, near_dup_threshold, root)
@@ -328,7 +167,7 @@ class LeakageReport:
 
 def _spanning(df: pd.DataFrame, key: pd.Series) -> pd.Series:
     """Split names per key value, for key values (non-empty) found in more than one split."""
-    key = _text(key)
+    key = as_text(key)
     mask = key != ""
     per_key = df.loc[mask, "split"].groupby(key[mask]).agg(lambda s: sorted(set(s)))
     return per_key[per_key.map(len) > 1]
@@ -356,7 +195,7 @@ def check_leakage(splits: pd.DataFrame | str | Path, near_dup_threshold: int | N
     """
     df, csv_dir, trusted = _read_splits(splits)
     recompute = not trusted if recompute is None else recompute
-    df = _ensure_hashes(df.reset_index(drop=True), root if root is not None else csv_dir, recompute)
+    df = ensure_hashes(df.reset_index(drop=True), root if root is not None else csv_dir, recompute)
     details = []
     patients = _spanning(df, df["patient_id"]) if "patient_id" in df else pd.Series(dtype=object)
     details += [f"patient {p} in {', '.join(s)}" for p, s in patients.items()]
@@ -385,12 +224,12 @@ def split_summary(splits: pd.DataFrame | str | Path) -> pd.DataFrame:
         DataFrame indexed by split name; the ``total`` row counts distinct groups/patients overall.
     """
     df, _, _ = _read_splits(splits)
-    df = df.assign(label=_text(df["label"]), split=_text(df["split"]))
+    df = df.assign(label=as_text(df["label"]), split=as_text(df["split"]))
     classes = _classes(df["label"])
     names = [s for s in SPLITS if s in set(df["split"])] + sorted(set(df["split"]) - set(SPLITS))
     table = pd.crosstab(df["split"], df["label"]).reindex(index=names, columns=classes, fill_value=0)
     table["images"] = table.sum(axis=1)
-    pid = _text(df["patient_id"]) if "patient_id" in df else pd.Series("", index=df.index)
+    pid = as_text(df["patient_id"]) if "patient_id" in df else pd.Series("", index=df.index)
     for col, key in (("groups", df["group"].astype(str) if "group" in df else None), ("patients", pid)):
         if key is not None:
             key = key.where(key != "")

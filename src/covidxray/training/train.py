@@ -45,12 +45,12 @@ def _compile(model, lr: float, cfg: Config) -> None:
 
 
 def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, log):
-    from covidxray.training.callbacks import (
+    from covidxray.training.callbacks import stage_callbacks
+    from covidxray.training.checkpoints import (
         load_first_good,
         previous_path,
         repair_history,
         restore_backup,
-        stage_callbacks,
     )
 
     best = run / f"best_{stage}.weights.h5"
@@ -172,13 +172,15 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     from covidxray.training.callbacks import (
         cosine_schedule,
         elapsed_s,
-        export_atomic,
         get_strategy,
-        load_first_good,
         merge_history,
+        set_seed,
+    )
+    from covidxray.training.checkpoints import (
+        export_atomic,
+        load_first_good,
         save_model_atomic,
         save_weights_atomic,
-        set_seed,
     )
 
     if resume:
