@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 
 from covidxray import atomic, paths, runinfo  # noqa: E402
 from covidxray.data import pipeline as data  # noqa: E402
+from covidxray.data.cache import cached_images  # noqa: E402
 from covidxray.evaluation import ood, ood_images  # noqa: E402
-from covidxray.evaluation.predict import cached_images  # noqa: E402
 from covidxray.runinfo import run_config  # noqa: E402
 
 

@@ -57,7 +57,8 @@ def index(
 ) -> None:
     """Find images and labels in any supported layout; quarantine unreadable files with a reason."""
     from covidxray.atomic import write_csv
-    from covidxray.data.discover import INDEX_WRITER, discover, manifest_source, summarize
+    from covidxray.data.discover import discover, manifest_source, summarize
+    from covidxray.data.layouts import INDEX_WRITER
     from covidxray.data.tables import shown, write_table
 
     cfg = load_cfg(config, set_)
@@ -101,14 +102,9 @@ def split_cmd(
     are used only from a manifest `covidxray index` wrote unchanged; otherwise they are recomputed.
     """
     from covidxray import DEFAULT_CLASSES
+    from covidxray.data.duplicates import duplicate_stats
     from covidxray.data.integrity import split_warnings
-    from covidxray.data.split import (
-        check_leakage,
-        duplicate_stats,
-        format_summary,
-        make_splits,
-        split_summary,
-    )
+    from covidxray.data.split import check_leakage, format_summary, make_splits, split_summary
     from covidxray.data.tables import read_table, shown, write_table
 
     if output.is_dir():

@@ -25,7 +25,7 @@ import numpy as np
 
 from covidxray import atomic, paths
 from covidxray.data.imageio import read_image
-from covidxray.errors import DiskSpaceError
+from covidxray.errors import DataError, DiskSpaceError
 
 #: What happens to a file before it reaches the model; stored in run.json and checked at predict time.
 PREPROCESSING = {
@@ -179,3 +179,17 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def cached_images(files: Sequence[str], size: int, cfg) -> np.ndarray:
+    """Decode-once cache of the files at model size, in the config's ``data.cache_dir``
+    (see :func:`build_cache`).
+
+    Raises:
+        DataError: Naming files that no longer exist.
+    """
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{len(missing)} image(s) listed for this run no longer exist: {shown}")
+    return build_cache(list(files), size, paths.from_config(cfg.data.cache_dir), cfg.data.workers)

@@ -35,7 +35,6 @@ from covidxray.data.layouts import (
     scan_folders,
     unlisted_images,
 )
-from covidxray.data.layouts import INDEX_WRITER as INDEX_WRITER  # re-export for covidxray.cli
 from covidxray.data.tables import shown
 
 

@@ -24,7 +24,6 @@ from covidxray.data.duplicates import (
     ensure_hashes,
     near_duplicate_pairs,
 )
-from covidxray.data.duplicates import duplicate_stats as duplicate_stats  # re-export for covidxray.cli
 from covidxray.data.integrity import refuse_conflicts
 from covidxray.errors import DataError
 

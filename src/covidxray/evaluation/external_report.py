@@ -20,9 +20,10 @@ import pandas as pd
 from covidxray import atomic, paths, runinfo
 from covidxray.config import Config
 from covidxray.data import pipeline as data
+from covidxray.data.cache import cached_images
 from covidxray.evaluation import external, shift
 from covidxray.evaluation.calibration import apply_temperature
-from covidxray.evaluation.predict import cached_images, ensure_calibration
+from covidxray.evaluation.predict import ensure_calibration
 from covidxray.runinfo import run_config
 
 #: Manifest columns the breakdown uses when present (``source`` first); ``age`` becomes ``age_band``.

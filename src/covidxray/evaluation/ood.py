@@ -289,7 +289,7 @@ def fit_run(run: str | Path, model=None, method: str = DEFAULT_METHOD, log: Call
     ``splits.csv`` or with an empty train / validation split.
     """
     from covidxray.data import pipeline as data
-    from covidxray.evaluation.predict import cached_images
+    from covidxray.data.cache import cached_images
     from covidxray.runinfo import run_config
 
     run = Path(run)

@@ -16,14 +16,13 @@ header only when nothing failed), so a failure is never silent.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from covidxray import atomic, paths, runinfo
+from covidxray import atomic, runinfo
 from covidxray.config import Config
 from covidxray.data import cache
 from covidxray.data import pipeline as data
@@ -59,20 +58,6 @@ def model_probs(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def cached_images(files: Sequence[str], size: int, cfg: Config) -> np.ndarray:
-    """Decode-once cache of the files at model size, in the config's ``data.cache_dir``
-    (see :func:`covidxray.cache.build_cache`).
-
-    Raises:
-        DataError: Naming files that no longer exist.
-    """
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise data.DataError(f"{len(missing)} image(s) listed for this run no longer exist: {shown}")
-    return cache.build_cache(list(files), size, paths.from_config(cfg.data.cache_dir), cfg.data.workers)
-
-
 def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
     """Fit temperature and threshold on the run's validation split.
 
@@ -98,7 +83,7 @@ def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
     if val.empty:
         raise runinfo.RunError(f"{splits_csv}: no validation images to calibrate on")
     y = np.array([classes.index(c) for c in val["label"]])
-    raw = model_probs(model, cached_images(list(val["path"]), meta["image_size"], cfg),
+    raw = model_probs(model, cache.cached_images(list(val["path"]), meta["image_size"], cfg),
                       cfg.train.batch_size)
     temperature = fit_temperature(raw, y, from_probs=True)
     probs = apply_temperature(raw, temperature, from_probs=True)

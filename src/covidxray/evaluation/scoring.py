@@ -73,8 +73,9 @@ def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str
         classes: The run's classes.
         predict: Also compute the probabilities (the sweep predicts corrupted copies itself).
     """
+    from covidxray.data.cache import cached_images
     from covidxray.evaluation.calibration import apply_temperature
-    from covidxray.evaluation.predict import cached_images, model_probs
+    from covidxray.evaluation.predict import model_probs
 
     table = chosen["table"].reset_index(drop=True)
     images = cached_images(list(table["path"]), meta["image_size"], cfg)
