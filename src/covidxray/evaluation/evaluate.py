@@ -121,10 +121,25 @@ def evaluation_set(run: Path, classes: list[str], cfg: Config, data_path: str | 
     except ValueError as err:  # unreadable manifest, or one without path/label columns
         raise DataError(str(err)) from None
     log(summarize(found))
-    if found.manifest.empty:
+    table = drop_in_dev(found.manifest, log)
+    if table.empty:
         raise DataError(f"{source}: no usable images of the classes {classes}")
-    return dict(table=found.manifest, dataset=str(source), split="all", name=_dataset_name(source),
+    return dict(table=table, dataset=str(source), split="all", name=_dataset_name(source),
                 quarantine=found.quarantine)
+
+
+def drop_in_dev(table: pd.DataFrame, log: Callable = print) -> pd.DataFrame:
+    """Leave out rows flagged ``in_dev`` (their patient is in the training database), saying how many.
+
+    A dataset's manifest marks with ``in_dev=1`` the images whose patient also has an image in the
+    training database (cxr-annotated does); scoring them would flatter a model trained there.
+    """
+    if "in_dev" not in table:
+        return table
+    shared = table["in_dev"].astype(str).isin(["1", "True", "true"])
+    if shared.any():
+        log(f"{int(shared.sum())} image(s) with in_dev=1 left out (their patients are in the training database)")
+    return table[~shared].reset_index(drop=True)
 
 
 def _training_overlap(run: Path, files: pd.Series) -> int:

@@ -25,6 +25,7 @@ import pandas as pd
 from covidxray import atomic, runinfo
 from covidxray.data.cache import resize_mask
 from covidxray.errors import DataError
+from covidxray.evaluation.evaluate import drop_in_dev
 from covidxray.explain.localisation import energy_share, pointing_game
 
 MASK_COLUMNS = {"lung": "lung_mask", "lesion": "lesion_mask", "device": "device_mask"}
@@ -158,11 +159,8 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
         raise DataError(f"{src}: no manifest.csv with mask columns (lung_mask, lesion_mask, device_mask)")
     base = manifest.parent
     table = pd.read_csv(manifest, keep_default_na=False, dtype=str)
-    if "in_dev" in table and exclude_in_dev:
-        shared = table["in_dev"].isin(["1", "True", "true"])
-        if shared.any():
-            log(f"{int(shared.sum())} image(s) with in_dev=1 left out (their patients are in the training database)")
-        table = table[~shared]
+    if exclude_in_dev:
+        table = drop_in_dev(table, log)
     table = table.reset_index(drop=True)
     table["path"] = [str((base / p).resolve()) for p in table["path"]]
     kinds = {k: c for k, c in MASK_COLUMNS.items() if c in table}
