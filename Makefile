@@ -8,6 +8,8 @@ DEMO_DATA := data/phantoms
 DEMO_RUN := models/demo
 # the cxr-dev run whose plots the README shows (covidxray train --config cxr-dev-128 --out $(CXR_RUN))
 CXR_RUN ?= models/cxr-dev-128
+# the epoch-recipe run the external validation is measured on (README: External validation)
+EXT_RUN ?= models/cxr-dev-128-e40
 RESULTS := figures/results
 # two pytest workers (pytest-xdist); --dist loadfile keeps each test file on one worker, in order
 PYTEST_WORKERS ?= 2
@@ -58,6 +60,7 @@ results-figures: ## Copy the README's plots from the run folders (after the READ
 	cp models/shortcut/shortcut_summary.png $(RESULTS)/phantom_shortcut_summary.png
 	cp $(DEMO_RUN)/interpret/test/localisation.png $(RESULTS)/demo_localisation.png
 	cp $(DEMO_RUN)/interpret/test/randomization.png $(RESULTS)/demo_randomization.png
+	cp $(EXT_RUN)/eval/cxr-external/external_groups.png $(RESULTS)/cxr-dev_external_groups.png
 
 clean: ## Remove generated data, runs, figures and caches (not .venv)
 	rm -rf data/phantoms data/cache models/* $(filter-out figures/README.md $(RESULTS),$(wildcard figures/*)) benchmarks/results .pytest_cache
