@@ -24,6 +24,15 @@ def config_differences(cfg: Mapping, other: Mapping) -> list[str]:
     return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
 
+def _same_dataset(recorded: str | Path, dataset: str | Path | None) -> bool:
+    """True when the dataset a run's config.yaml records is the one given now (both resolved)."""
+    from covidxray import paths
+
+    if dataset is None:
+        return False
+    return paths.from_config(recorded).resolve() == Path(dataset).resolve()
+
+
 def train_or_reuse(cfg, dataset: str | Path, run: str | Path, log: Callable = print, replace: bool = False) -> Path:
     """Reuse the finished run in ``run`` trained under ``cfg``, resume an interrupted one, or train.
 
@@ -49,6 +58,8 @@ def train_or_reuse(cfg, dataset: str | Path, run: str | Path, log: Callable = pr
     run = Path(run)
     saved = run / "config.yaml"
     changed = config_differences(cfg, load_config([saved])) if saved.is_file() else []
+    if "data.dataset" in changed and _same_dataset(load_config([saved]).data.dataset, dataset):
+        changed.remove("data.dataset")  # train() records the dataset it was given in config.yaml
     if changed and not replace:
         raise ValueError(f"{run} holds a run trained under another config ({', '.join(changed)} differ); "
                          "delete it or set RUN_DIR to another folder")
