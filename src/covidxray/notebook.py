@@ -172,3 +172,16 @@ def run_essentials(run_dir: str | Path) -> pd.Series:
         out |= {"best val_loss": round(float(best["val_loss"]), 4),
                 "val accuracy there": round(float(best.get("val_accuracy", np.nan)), 4)}
     return pd.Series(out, name=run.name)
+
+
+def publish(figures: Mapping[str, str | Path], figures_dir: str | Path, prefix: str) -> dict[str, Path]:
+    """Copy a report's figures (``{name: path}``) to the notebook's figures folder as ``<prefix><name>.png``.
+
+    Returns:
+        ``{name: copied path}``, for the notebook to display.
+    """
+    import shutil
+
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return {name: Path(shutil.copy2(src, out / f"{prefix}{name}{Path(src).suffix}")) for name, src in figures.items()}
