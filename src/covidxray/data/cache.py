@@ -58,6 +58,23 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(np.asarray(mask).astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def load_masks(paths: Sequence[str], size: int, base: str | Path) -> np.ndarray:
+    """Mask files at model size, ``(N, size, size)`` bool; an empty path gives an all-False mask.
+
+    Args:
+        paths: Mask files, relative ones relative to ``base``; "" where an image has none.
+        size: Model input size.
+        base: Folder of relative paths (the manifest's or the run's).
+    """
+    from covidxray.data.imageio import read_mask
+
+    out = np.zeros((len(paths), size, size), bool)
+    for i, p in enumerate(paths):
+        if p:
+            out[i] = resize_mask(read_mask(p if Path(p).is_absolute() else Path(base) / p), size)
+    return out
+
+
 def resize_for_model(img: np.ndarray, size: int) -> np.ndarray:
     """Resize a grayscale image to ``(size, size)`` as :func:`load_for_model` does (area when shrinking)."""
     if img.shape != (size, size):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from covidxray import atomic, runinfo
-from covidxray.data.cache import resize_mask
+from covidxray.data.cache import load_masks, resize_mask
 from covidxray.errors import DataError
 from covidxray.evaluation.evaluate import drop_in_dev
 from covidxray.explain.localisation import energy_share, pointing_game
@@ -151,8 +151,6 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
         ``(table, masks)``: the kept rows (absolute ``path``) and ``{"lung"|"lesion"|"device": (N, S, S)}``
         for the mask kinds the dataset has.
     """
-    from covidxray.data.imageio import read_mask
-
     src = Path(dataset)
     manifest = src / "manifest.csv" if src.is_dir() else src
     if not manifest.is_file():
@@ -167,15 +165,12 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
     box = box_masks(boxes) if boxes else {}
     if not kinds and not box:
         raise DataError(f"{manifest}: no mask columns ({', '.join(MASK_COLUMNS.values())}) and no --boxes")
-    masks = {k: np.zeros((len(table), size, size), bool) for k in kinds}
+    masks = {kind: load_masks(table[col].tolist(), size, base) for kind, col in kinds.items()}
     if box:
         masks.setdefault("lesion", np.zeros((len(table), size, size), bool))
-    for i, row in table.iterrows():
-        for kind, col in kinds.items():
-            if row[col]:
-                masks[kind][i] = resize_mask(read_mask(base / row[col]), size)
-        if row["path"] in box:
-            masks["lesion"][i] |= resize_mask(box[row["path"]], size)
+        for i, path in enumerate(table["path"]):
+            if path in box:
+                masks["lesion"][i] |= resize_mask(box[path], size)
     return table, masks
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covidxray import atomic
+from covidxray.data.cache import load_masks
 from covidxray.errors import UsageError
 from covidxray.runinfo import run_config
 from covidxray.style import styled as _styled
@@ -76,18 +77,6 @@ def select_images(table: pd.DataFrame, classes: Sequence[str], n_per_class: int,
         raise UsageError(f"no images of the classes {list(classes)} in this split")
     order = pd.concat(picks).sort_values(["_rank", "_cls"])
     return order.drop(columns=["_rank", "_cls"]).reset_index(drop=True)
-
-
-def _masks(paths: Sequence[str], size: int, base: Path) -> np.ndarray:
-    """Masks at model size (nearest neighbour); an empty path gives an all-False mask."""
-    from covidxray.data.cache import resize_mask
-    from covidxray.data.imageio import read_mask
-
-    out = np.zeros((len(paths), size, size), bool)
-    for i, p in enumerate(paths):
-        if p:
-            out[i] = resize_mask(read_mask(p if Path(p).is_absolute() else base / p), size)
-    return out
 
 
 def method_options(ex: Mapping, layer: str, seed: int) -> dict[str, dict]:
@@ -174,7 +163,7 @@ def load_sample(run_dir: str | Path, model, classes: Sequence[str], split: str, 
     rows = select_images(table[table["split"] == split], classes, n_per_class, seed)
     size = int(model.input_shape[1])
     x = model_inputs(rows["path"], size)
-    lungs, lesions = (_masks(rows[c].tolist() if c in rows else [""] * len(rows), size, run)
+    lungs, lesions = (load_masks(rows[c].tolist() if c in rows else [""] * len(rows), size, run)
                       for c in ("lung_mask", "lesion_mask"))
     probs = class_scores(model, x, "prob", batch_size)
     y = rows["label"].map(classes.index).to_numpy(np.int32)
