@@ -145,3 +145,26 @@ def test_external_report_on_a_phantom_external_set(smoke_run, tmp_path):
     for fig in rep["figures"].values():
         assert (tmp_path / "out" / fig.split("/")[-1]).stat().st_size > 1000
     assert (tmp_path / "out" / "external_predictions.csv").is_file()
+    # the runs table reads exactly these numbers back (one row per run, nothing recomputed)
+    import shutil
+
+    from covidxray.errors import RunError
+    from covidxray.evaluation.runs_table import runs_table, to_markdown
+
+    run = tmp_path / "runA"
+    (run / "eval" / "ext").mkdir(parents=True)
+    shutil.copy(tmp_path / "out" / "external.json", run / "eval" / "ext" / "external.json")
+    table = runs_table({"baseline": run}, "ext")
+    row = table.iloc[0]
+    assert row["run"] == "baseline"
+    assert row["accuracy external"] == rep["metrics"]["accuracy"]["external"]
+    assert row["macro-AUC internal_ci"] == rep["metrics"]["macro_auc"]["internal_ci"]
+    assert row["COVID-19 specificity external"] == rep["metrics"]["operating_point.specificity"]["external"]
+    spec = {g["group"]: g["decision_specificity"] for g in rep["breakdown"]["groups"]
+            if g["decision_specificity"] is not None}
+    assert spec and all(row[f"specificity {g}"] == v for g, v in spec.items())
+    assert row["feature-probe AUC"] == rep["feature_probe"]["auc"]
+    md = to_markdown(table)
+    assert md.count("\n") == 3 and f"{rep['metrics']['accuracy']['external']:.3f} [" in md
+    with pytest.raises(RunError, match="covidxray evaluate"):
+        runs_table([run], "other-set")

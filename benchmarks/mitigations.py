@@ -1,0 +1,104 @@
+"""Shortcut-mitigation study: one cxr-dev run per option, test split and external set side by side.
+
+Every row trains the cxr-dev-128 recipe with the same seed, the same split and the same number of
+epochs (epoch schedule, no wall-time cap), changing only the option named by the row; each run is then
+evaluated on its own test split and on the external set (``covidxray evaluate RUN --data EXT``), and the
+table is read back from the runs' ``external.json`` (``covidxray.evaluation.runs_table``). A finished
+run is reused, a killed one resumed, so the study can be stopped and started again.
+
+  python benchmarks/mitigations.py [--epochs 10] [--rows baseline,clahe,...] [--external ../shared/data/cxr-external]
+
+Writes benchmarks/results/mitigations.json and mitigations.md (atomically). Runs go to models/mitigations/.
+Nothing is tuned on the external set: the options' values are fixed here before it is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from covidxray import atomic, paths  # noqa: E402
+from covidxray.evaluation.runs_table import runs_table, to_markdown  # noqa: E402
+
+CLI = [sys.executable, "-m", "covidxray.cli"]
+
+#: row name -> the ``--set`` overrides that define it (on top of configs/cxr-dev-128.yaml)
+ROWS: dict[str, list[str]] = {
+    "baseline": [],
+    "clahe": ["data.normalize=clahe"],
+    "acquisition-aug": ["augment.acquisition=true"],
+    "lung-crop": ["data.lung_field=crop"],
+    "lung-mask": ["data.lung_field=mask"],
+    "balance-sources": ["data.balance_sources=true"],
+    "attribution-prior": ["data.lung_field=none", "train.attribution_prior=1.0"],
+}
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    print("$", " ".join(cmd[2:]), flush=True)
+    with open(log, "a") as fh:
+        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def train_and_evaluate(name: str, overrides: list[str], args) -> Path:
+    """Train (or reuse / resume) one row's run and write its test and external reports."""
+    run = args.runs / name
+    run.parent.mkdir(parents=True, exist_ok=True)
+    log = args.runs / f"{name}.log"
+    meta = run / "run.json"
+    status = json.loads(meta.read_text()).get("status") if meta.is_file() else None
+    if status != "finished":
+        if (run / "config.yaml").is_file():
+            _run(CLI + ["train", "--resume", str(run)], log)
+        else:
+            sets = [f"train.epochs={args.epochs}", "train.schedule=epochs", "train.max_minutes=0",
+                    f"seed={args.seed}", *overrides]
+            _run(CLI + ["train", "--config", args.config, *sum((["--set", s] for s in sets), []),
+                        "--out", str(run)], log)
+    if not (run / "eval" / "test" / "metrics.json").is_file():
+        _run(CLI + ["evaluate", str(run)], log)
+    if not (run / "eval" / args.external.name / "external.json").is_file():
+        _run(CLI + ["evaluate", str(run), "--data", str(args.external)], log)
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--config", default="cxr-dev-128")
+    ap.add_argument("--rows", default="baseline,clahe,acquisition-aug,lung-crop,attribution-prior",
+                    help=f"comma-separated, from {', '.join(ROWS)}; NAME=key=value+key=value adds a row")
+    ap.add_argument("--external", type=Path, default=paths.ROOT.parent / "shared" / "data" / "cxr-external")
+    ap.add_argument("--runs", type=Path, default=paths.ROOT / "models" / "mitigations")
+    ap.add_argument("--table-only", action="store_true", help="only read the finished runs back")
+    ap.add_argument("--out", type=Path, default=paths.ROOT / "benchmarks" / "results" / "mitigations")
+    args = ap.parse_args()
+
+    rows: dict[str, list[str]] = {}
+    for item in args.rows.split(","):
+        name, _, spec = item.partition("=")
+        rows[name] = spec.split("+") if spec else ROWS[name]
+    done = {}
+    for name, overrides in rows.items():
+        run = args.runs / name
+        done[name] = run if args.table_only else train_and_evaluate(name, overrides, args)
+    table = runs_table({n: r for n, r in done.items()
+                        if (r / "eval" / args.external.name / "external.json").is_file()}, args.external.name)
+    summary = {"epochs": args.epochs, "seed": args.seed, "config": args.config, "external": str(args.external),
+               "rows": {n: rows[n] for n in table["run"]}, "table": json.loads(table.to_json(orient="records"))}
+    atomic.write_json(args.out.with_suffix(".json"), summary)
+    atomic.write_text(args.out.with_suffix(".md"), to_markdown(table))
+    print(to_markdown(table))
+
+
+if __name__ == "__main__":
+    main()
