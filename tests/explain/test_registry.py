@@ -13,7 +13,9 @@ NAMES = ("activation", "gradient", "smoothgrad", "integrated_gradients", "gradca
 
 
 def test_names_and_order_are_stable():
-    assert registry.NAMES == NAMES
+    # the shipped names keep their order; a method added in a family module only adds a name
+    assert [n for n in registry.NAMES if n in NAMES] == list(NAMES)
+    assert len(set(registry.NAMES)) == len(registry.NAMES)
 
 
 def test_flags_match_the_default_config():
