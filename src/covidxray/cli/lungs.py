@@ -71,16 +71,17 @@ def predict_cmd(
 def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset with lung masks (manifest column lung_mask).")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Report folder (default: "
-                                                 "models/lungs/eval/<data name>).")] = None,
+                                                 "models/lungs-eval/<data name>).")] = None,
     weights: WeightsOpt = None,
     heldout: Annotated[bool, typer.Option(help="Only the patients lungs.json lists as held out.")] = False,
 ) -> None:
     """Dice and HD95 per image against the dataset's lung masks (CSV + JSON summary)."""
+    from covidxray import paths
     from covidxray.lungs.evaluate import evaluate_dataset, write_report
     from covidxray.lungs.segment import load_segmenter
 
     seg = load_segmenter(weights)
-    out = output or seg.path.parent / "eval" / (Path(data).name + ("-heldout" if heldout else ""))
+    out = output or paths.MODELS / "lungs-eval" / (Path(data).name + ("-heldout" if heldout else ""))
     df = evaluate_dataset(seg, data, heldout=heldout)
     s = write_report(df, out, seg, data, heldout)
     echo(f"{s['n']} images: Dice mean {s['dice_mean']:.4f} (median {s['dice_median']:.4f}, min "

@@ -34,7 +34,8 @@ def pick_films(data: Sequence[str | Path], per_source: int = 3, seed: int = 0) -
     """
     rng, films = np.random.default_rng(seed), []
     for d in data:
-        df = discover(d, classes=_labels(d), check_images=False).manifest.fillna("")
+        df = discover(d, classes=_labels(d), check_images=False).manifest
+        df = df.drop(columns=["height", "width"], errors="ignore").fillna("")
         df["source"] = df["source"].replace("", "unknown")
         for source, group in df.groupby("source", sort=True):
             taken = 0

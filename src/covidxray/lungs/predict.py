@@ -77,7 +77,7 @@ def predict_dataset(segmenter, data: str | Path, out: str | Path, classes: Seque
         raise DataError(f"{data}: no images found")
     root = (data if data.is_dir() else data.parent).resolve()
     rows, failed = [], []
-    df = found.manifest.fillna("")
+    df = found.manifest.drop(columns=["height", "width"], errors="ignore").fillna("")
     for start in range(0, len(df), chunk):
         part, images = df.iloc[start:start + chunk], []
         for rec in part.to_dict("records"):
