@@ -36,6 +36,22 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
+def tiny_model_run(src: Path, dst: Path, size: int = 32, seed: int = 1) -> Path:
+    """A copy of run ``src`` (same splits and config) whose model is :func:`tiny_cnn` at ``size`` px.
+
+    A second, different model on the same images in seconds (for comparisons); it has no OOD score
+    and no calibration yet (fitted on validation when first used).
+    """
+    copy_run(src, dst)
+    for name in ("model.keras", "ood.json", "ood_stats.npz"):
+        (dst / name).unlink(missing_ok=True)
+    tiny_cnn(size, seed).save(dst / "model.keras")
+    meta = json.loads((dst / "run.json").read_text())
+    meta.pop("ood", None)
+    (dst / "run.json").write_text(json.dumps({**meta, "image_size": size, "backbone": "tiny"}))
+    return dst
+
+
 def edit_run_json(run: Path, **changes) -> dict:
     """Overwrite keys of ``run/run.json`` and return the new metadata."""
     meta = json.loads((run / "run.json").read_text())

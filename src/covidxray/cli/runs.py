@@ -1,4 +1,4 @@
-"""Run commands: ``train``, ``evaluate`` (with the external report), ``predict``, ``calibrate``, ``ood``."""
+"""Run commands: ``train``, ``evaluate`` (with the external report), ``predict``, ``calibrate``, ``ood``, ``compare``."""
 
 from __future__ import annotations
 
@@ -108,3 +108,23 @@ def ood_cmd(
     from covidxray.evaluation.ood import DEFAULT_METHOD, fit_run
 
     fit_run(run, method=method or DEFAULT_METHOD, log=echo)
+
+
+@command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders; the first is the reference.")],
+    data: Annotated[Path | None, typer.Option(
+        help="Dataset (folder, manifest or splits CSV) all runs score; default: the first run's test split "
+             "(the runs' splits must then be the same).")] = None,
+    split: Annotated[str, typer.Option(help="Split of the runs' (or --data's) splits file.")] = "test",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Folder (default RUN_A/compare/SET).")] = None,
+    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples (default: the first run's config).")] = None,
+) -> None:
+    """Score every run on the same images: each metric with its 95% CI, the paired difference to the first
+    run with its paired-bootstrap CI, DeLong's test of the COVID-19 AUCs and McNemar's test of the
+    accuracies (comparison.csv / .md / .json / .png)."""
+    from covidxray.evaluation.compare import compare_runs
+
+    report = compare_runs(runs, data=data, split=split, out=output, n_boot=n_boot, log=echo)
+    echo(Path(report["files"]["markdown"]).read_text())
+    echo(f"results: {Path(report['files']['csv']).parent}")

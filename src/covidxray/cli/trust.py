@@ -1,4 +1,4 @@
-"""Trust commands: ``explain``, ``interpret`` (also on annotated data), ``robustness``, ``shortcut``."""
+"""Trust commands: ``explain``, ``interpret`` (also on annotated data), ``robustness``, ``shortcut``, ``card``."""
 
 from __future__ import annotations
 
@@ -127,3 +127,12 @@ def shortcut_cmd(
     report = run_probe(load_cfg(config, set_), out=out, log=echo)
     echo(format_report(report))
     echo(f"results: {out or 'models/shortcut'}")
+
+
+@command("card")
+def card_cmd(run: Annotated[Path, typer.Argument(help="Run folder (models/RUN).")]) -> None:
+    """Write RUN/MODEL_CARD.md from the run folder: model details, intended use, data sources and their
+    confounds, metrics with 95% CIs, calibration, operating point and every check's results."""
+    from covidxray.report.card import write_card
+
+    echo(f"model card: {write_card(run)}")

@@ -1,4 +1,5 @@
-"""Getting the real data: the COVID-19 Radiography Database from Kaggle, or a local copy of it.
+"""Getting the real data: the COVID-19 Radiography Database from Kaggle, or a local copy of it; and
+what is known about each image source (:data:`KNOWN_SOURCES`).
 
 Online, ``kagglehub`` downloads and caches the dataset (Kaggle credentials may be needed:
 ``~/.kaggle/kaggle.json`` or ``KAGGLE_USERNAME``/``KAGGLE_KEY``). Offline, or behind a proxy,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from covidxray.atomic import TMP_TAG, check_free_space
@@ -17,6 +19,50 @@ from covidxray.errors import DownloadError
 
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known about one image source (a manifest's ``source`` / ``source_repo`` value).
+
+    Attributes:
+        name: The value as it appears in manifests.
+        origin: Where the images come from, with the paper to cite.
+        population: Who is imaged (age group, hospital, country), as far as documented.
+        confounds: Known ways the source can stand in for the label (shortcuts).
+    """
+
+    name: str
+    origin: str
+    population: str
+    confounds: str
+
+
+#: Documented sources of the datasets this project uses (``covidxray card`` names them and their
+#: confounds; the details are in each dataset's SOURCES.txt).
+KNOWN_SOURCES = {s.name: s for s in (
+    SourceInfo("rtchanon/Machine-Learning-for-COVID-19-detection-from-chest-X-RAYS",
+               "COVID-19 Radiography Database v4 (Chowdhury et al. IEEE Access 2020; Rahman et al. 2020), "
+               "re-saved at 224x224; COVID-19 from BIMCV/PadChest, Hannover, SIRM/eurorad/ieee8023 and others; "
+               "Normal from the RSNA pneumonia challenge (NIH ChestX-ray14 films) and Kermany et al. 2018",
+               "adults (COVID-19, RSNA Normal); a minority of its Normal films are pediatric Kermany images",
+               "COVID-19 and Normal come from different hospitals inside this repository, so hospital, scanner and "
+               "processing differences can separate them; pediatric Normal films share the Viral Pneumonia source"),
+    SourceInfo("waliatushar/ai-pneumonia-detection",
+               "Kermany et al. 2018 ChestXRay2017 (Guangzhou Women and Children's Medical Center), 224x224 copy; "
+               "the Radiography Database's Viral Pneumonia folder is the same images",
+               "pediatric (ages 1-5), one hospital in Guangzhou",
+               "holds only Viral Pneumonia in cxr-dev: age (child anatomy), hospital and processing predict the "
+               "class without any pneumonia sign"),
+    SourceInfo("nih-chestxray14", "NIH Clinical Center ChestX-ray14 (Wang et al. 2017), via Ozturk et al. 2020",
+               "adults, one US hospital", "text-mined labels; cxr-dev's Normal films are mostly NIH-origin too"),
+    SourceInfo("hannover", "Hannover Medical School COVID-19 image repository (ml-workgroup, CC BY 3.0)",
+               "adults, mostly AP (bedside) films, one German hospital",
+               "holds only COVID-19: AP projection and bedside devices go with the label"),
+    SourceInfo("phantom", "synthetic radiographs of covidxray.data.phantoms (no patients)",
+               "none: procedurally drawn anatomy with lesions",
+               "none unless phantoms.confounder plants a marker (then the marker predicts COVID-19)"),
+)}
 
 
 

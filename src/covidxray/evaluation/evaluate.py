@@ -247,6 +247,11 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, split: str = "
     atomic.write_csv(table_out, out / "predictions.csv")
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     _figures(out, run, y, raw, probs, images, classes, metrics["confusion_matrix"], n_boot, seed, log, bins)
+    from covidxray.training.hparams import write_eval_metrics  # the run's TensorBoard HParams session
+
+    op = metrics.get("operating_point") or {}
+    write_eval_metrics(run, name, {"accuracy": metrics["accuracy"], "macro_auc": metrics["macro_auc"], "ece": metrics["ece"],
+                                   "sensitivity_op": op.get("sensitivity"), "specificity_op": op.get("specificity")})
     return out
 
 

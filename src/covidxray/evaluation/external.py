@@ -71,8 +71,8 @@ def metric_difference(y_int: np.ndarray, p_int: np.ndarray, y_ext: np.ndarray, p
     """
     a = _distributions(y_int, p_int, classes, n_boot, seed, operating_point)
     b = _distributions(y_ext, p_ext, classes, n_boot, seed + 1, operating_point)
-    exact_a = _exact(y_int, p_int, classes, operating_point)
-    exact_b = _exact(y_ext, p_ext, classes, operating_point)
+    exact_a = sample_metrics(y_int, p_int, classes, operating_point)
+    exact_b = sample_metrics(y_ext, p_ext, classes, operating_point)
     keys = list(HEADLINE) + [f"per_class.{c}.{m}" for c in classes for m in ("sensitivity", "auc")]
     if operating_point is not None:
         keys += ["operating_point.sensitivity", "operating_point.specificity"]
@@ -87,8 +87,19 @@ def metric_difference(y_int: np.ndarray, p_int: np.ndarray, y_ext: np.ndarray, p
     return out
 
 
-def _exact(y, probs, classes, operating_point) -> dict[str, float | None]:
-    """Every metric on the sample itself: the bootstrap formulas with each sample drawn once."""
+def sample_metrics(y, probs, classes, operating_point) -> dict[str, float | None]:
+    """Every metric on the sample itself: the bootstrap formulas with each sample drawn once.
+
+    Args:
+        y: ``(n,)`` class indices.
+        probs: ``(n, K)`` probabilities.
+        classes: Class names.
+        operating_point: ``(positive index, threshold)`` or None.
+
+    Returns:
+        Metric (the keys of :func:`covidxray.evaluation.metrics.bootstrap_distributions`) -> value,
+        None where undefined.
+    """
     dist = bootstrap_distributions(y, probs, np.ones((1, y.size)), classes, operating_point)
     return {k: float(v[0]) if np.isfinite(v[0]) else None for k, v in dist.items()}
 

@@ -281,5 +281,10 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
                 epochs_run=int(len(hist)), finished=datetime.now(UTC).isoformat())
     runinfo.write_json(run / "run.json", meta)
+    from covidxray.training.hparams import write_hparams  # tensorboard --logdir models compares runs
+
+    last = hist.iloc[-1] if len(hist) else {}
+    write_hparams(run, cfg.to_dict(), {k: float(last[k]) for k in ("val_accuracy", "val_loss", "val_auc", "accuracy",
+                                                                    "loss") if k in last}, int(len(hist)))
     log(f"run folder: {run}")
     return run
