@@ -119,8 +119,11 @@ def extract(model, images: np.ndarray, batch_size: int, keys: Sequence[str]) -> 
         out["thumb"] = thumbnails(images)
     layers = [k for k in keys if k not in ("thumb", "logits")]
     if layers or "logits" in keys:
-        ds = data.make_dataset(images, None, model.output_shape[-1], batch_size)
-        arrays = _feature_model(model, tuple(layers), "logits" in keys).predict(ds, verbose=0)
+        sub = _feature_model(model, tuple(layers), "logits" in keys)
+        if 0 < len(images) <= batch_size:  # one batch: no pipeline (see predict.model_probs)
+            arrays = sub.predict_on_batch(data.as_model_batch(images))
+        else:
+            arrays = sub.predict(data.make_dataset(images, None, model.output_shape[-1], batch_size), verbose=0)
         arrays = arrays if isinstance(arrays, list | tuple) else [arrays]
         arrays = [np.asarray(a, np.float64) for a in arrays]
         out.update(zip(layers, arrays, strict=False))
