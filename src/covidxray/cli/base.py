@@ -38,8 +38,9 @@ def _known_errors() -> tuple[type[Exception], ...]:
     return (CovidxrayError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
-def command(name: str | None = None):
-    """``app.command`` whose known errors end with one ``error:`` line and exit status 2."""
+def command(name: str | None = None, target: typer.Typer | None = None):
+    """``app.command`` (or ``target.command``, for a sub-app) whose known errors end with one ``error:`` line
+    and exit status 2."""
     def register(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -49,6 +50,6 @@ def command(name: str | None = None):
                 typer.echo(f"error: {err}", err=True)
                 raise typer.Exit(2) from None
 
-        return app.command(name)(run)
+        return (target or app).command(name)(run)
 
     return register
