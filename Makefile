@@ -13,9 +13,11 @@ EXT_RUN ?= models/cxr-dev-128-e40
 RESULTS := figures/results
 # two pytest workers (pytest-xdist); --dist loadfile keeps each test file on one worker, in order
 PYTEST_WORKERS ?= 2
+# apt-get as root, else through sudo (the viewer's browser test needs Debian's chromium + chromium-driver)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-fast lint benchmarks results-figures clean
+.PHONY: help venv browser demo test test-fast lint benchmarks results-figures clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,10 +41,17 @@ demo: $(STAMP) ## The whole pipeline on the phantom default: data, training, eva
 	$(BIN)/covidxray interpret $(DEMO_RUN)
 	$(BIN)/covidxray robustness $(DEMO_RUN)
 
-test: $(STAMP) ## Run the whole test suite (unit, data, model, notebooks)
+browser: ## Install headless Chromium + chromedriver (Debian packages) when missing: the viewer's browser test
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; } || \
+	echo "warning: could not install chromium + chromium-driver; tests/viewer/test_browser.py will fail"
+
+test: $(STAMP) browser ## Run the whole test suite (unit, data, model, notebooks)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
-test-fast: $(STAMP) ## Skip the slow tests
+test-fast: $(STAMP) browser ## Skip the slow tests
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP) ## ruff

@@ -119,6 +119,11 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {k: float(len(labels) / (n_classes * c)) if c else 0.0 for k, c in enumerate(counts)}
 
 
+def as_model_batch(images: np.ndarray) -> np.ndarray:
+    """``(N, S, S)`` uint8 images as the model's float32 ``(N, S, S, 1)`` batch, as :func:`make_dataset` yields them."""
+    return np.asarray(images).astype(np.float32)[..., None]
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray | None,

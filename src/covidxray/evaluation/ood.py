@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,29 +86,44 @@ def thumbnails(images: np.ndarray) -> np.ndarray:
                      for im in images]).reshape(len(images), -1).astype(np.float64) / 255.0
 
 
+_FEATURE_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _feature_model(model, layers: tuple[str, ...], logits: bool):
+    """The sub-model giving pooled ``layers`` (and the logits' input), built once per model and keys so
+    that scoring one image after another reuses its traced predict function."""
+    import keras
+
+    per_model = _FEATURE_MODELS.setdefault(model, {})
+    if (layers, logits) not in per_model:
+        tensors = []
+        for name in layers:
+            t = model.get_layer(name).output
+            tensors.append(keras.layers.GlobalAveragePooling2D()(t) if len(t.shape) == 4 else t)
+        if logits:
+            tensors.append(model.get_layer("probs").input)
+        per_model[(layers, logits)] = keras.Model(model.input, tensors)
+    return per_model[(layers, logits)]
+
+
 def extract(model, images: np.ndarray, batch_size: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Key -> ``(N, d)`` float64 features of ``(N, S, S)`` uint8 images, all in one forward pass.
 
     ``keys`` are layer names of ``model`` (globally average-pooled when spatial), ``thumb`` and
     ``logits`` (the input of the final dense layer ``probs`` through its kernel, before softmax).
     """
-    import keras
-
     from covidxray.data import pipeline as data
 
     out: dict[str, np.ndarray] = {}
     if "thumb" in keys:
         out["thumb"] = thumbnails(images)
     layers = [k for k in keys if k not in ("thumb", "logits")]
-    tensors = []
-    for name in layers:
-        t = model.get_layer(name).output
-        tensors.append(keras.layers.GlobalAveragePooling2D()(t) if len(t.shape) == 4 else t)
-    if "logits" in keys:
-        tensors.append(model.get_layer("probs").input)
-    if tensors:
-        ds = data.make_dataset(images, None, model.output_shape[-1], batch_size)
-        arrays = keras.Model(model.input, tensors).predict(ds, verbose=0)
+    if layers or "logits" in keys:
+        sub = _feature_model(model, tuple(layers), "logits" in keys)
+        if 0 < len(images) <= batch_size:  # one batch: no pipeline (see predict.model_probs)
+            arrays = sub.predict_on_batch(data.as_model_batch(images))
+        else:
+            arrays = sub.predict(data.make_dataset(images, None, model.output_shape[-1], batch_size), verbose=0)
         arrays = arrays if isinstance(arrays, list | tuple) else [arrays]
         arrays = [np.asarray(a, np.float64) for a in arrays]
         out.update(zip(layers, arrays, strict=False))

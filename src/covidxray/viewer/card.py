@@ -1,0 +1,66 @@
+"""Texts of the viewer's side panel: the run's model card and the operating point's test numbers.
+
+``covidxray card RUN`` writes ``RUN/MODEL_CARD.md`` (the model-card format of Mitchell et al. 2019);
+the panel shows it when present and otherwise a short summary from ``run.json`` with that hint.
+The COVID-19 decision's sensitivity and specificity come from ``RUN/eval/test/metrics.json``
+(``covidxray evaluate RUN``; operating point chosen on validation, 95% stratified bootstrap intervals).
+
+References:
+    Mitchell, M. et al. (2019). Model cards for model reporting. FAT* '19.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+CARD = "MODEL_CARD.md"
+TEST_METRICS = Path("eval") / "test" / "metrics.json"
+
+
+def _ci(ci: Mapping | None, key: str) -> str:
+    lo_hi = (ci or {}).get(key)
+    return f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi and None not in lo_hi else ""
+
+
+def test_operating_point(run: str | Path) -> str:
+    """One line: the threshold's sensitivity / specificity on the run's test split, or which command writes them."""
+    path = Path(run) / TEST_METRICS
+    try:
+        doc = json.loads(path.read_text())
+        op = doc["operating_point"]
+        sens, spec = float(op["sensitivity"]), float(op["specificity"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"test-split sensitivity / specificity unknown: `covidxray evaluate {run}` writes {TEST_METRICS}"
+    ci = op.get("ci95")
+    return (f"on the run's test split (n = {doc.get('n', '?')}) this threshold had sensitivity {sens:.3f}"
+            f"{_ci(ci, 'sensitivity')} and specificity {spec:.3f}{_ci(ci, 'specificity')} (95% CI)")
+
+
+def run_summary(run: str | Path, meta: Mapping) -> str:
+    """Markdown summary of ``run.json`` for runs without a model card."""
+    counts = meta.get("counts") or {}
+    per_split = {s: sum(int(c.get(s, 0)) for c in counts.values()) for s in ("train", "val", "test")}
+    lines = [f"### Run `{Path(run).name}`",
+             f"- classes: {', '.join(meta['classes'])}; input {meta['image_size']} px grayscale",
+             f"- backbone: {meta.get('backbone', '?')}; weights: {meta.get('weights_source', '?')}"]
+    if counts:
+        lines.append(f"- images: {per_split['train']} train / {per_split['val']} val / {per_split['test']} test")
+    if meta.get("epochs_run") is not None:
+        lines.append(f"- epochs: {meta['epochs_run']}; wall time {float(meta.get('wall_s', 0)) / 60:.0f} min")
+    if meta.get("finished"):
+        lines.append(f"- finished: {meta['finished']}; git {str(meta.get('git_sha', '?'))[:10]}")
+    lines.append(f"\n`covidxray card {run}` writes the full card ({CARD}).")
+    return "\n".join(lines)
+
+
+def model_card(run: str | Path, meta: Mapping) -> str:
+    """``RUN/MODEL_CARD.md`` when present, else :func:`run_summary`."""
+    path = Path(run) / CARD
+    if path.is_file():
+        try:
+            return path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            return f"{CARD} unreadable ({err})\n\n" + run_summary(run, meta)
+    return run_summary(run, meta)
