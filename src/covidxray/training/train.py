@@ -24,6 +24,7 @@ from covidxray import atomic, paths, runinfo
 from covidxray.config import Config, load_config
 from covidxray.data import augment, cache
 from covidxray.data import pipeline as data
+from covidxray.training.mitigations import prepare_inputs
 
 
 def _default_run_dir(cfg: Config) -> Path:
@@ -211,7 +212,8 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     parts = {s: splits[splits["split"] == s] for s in ("train", "val")}
     labels = {s: np.array([classes.index(c) for c in p["label"]], np.int32) for s, p in parts.items()}
     cache_dir = paths.from_config(cfg.data.cache_dir)
-    images = {s: cache.build_cache(list(p["path"]), m.image_size, cache_dir, cfg.data.workers)
+    model_inputs, mitigations = prepare_inputs(cfg, run, log)
+    images = {s: model_inputs.cached(cache.build_cache(list(p["path"]), m.image_size, cache_dir, cfg.data.workers))
               for s, p in parts.items()}
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
     aug = augment.make_augmenter(cfg.augment, cfg.seed)
@@ -230,7 +232,7 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
         "last_conv_layer": models.last_conv_layer(model, m.backbone),
         "splits_sha256": runinfo.file_sha256(run / "splits.csv"), "seed": cfg.seed,
         "counts": splits.groupby(["split", "label"]).size().unstack(fill_value=0).to_dict(),
-        "class_weights": cw, "strategy": t.strategy, "replicas": replicas, "global_batch_size": batch,
+        "mitigations": mitigations, "class_weights": cw, "strategy": t.strategy, "replicas": replicas, "global_batch_size": batch,
         "git_sha": runinfo.git_sha(), "packages": runinfo.package_versions(),
         "started": datetime.now(UTC).isoformat(),
     }
