@@ -210,8 +210,9 @@ def load_config(
     for item in overrides:
         _merge(cfg, parse_override(item), f"--set {item}")
     _check_ranges(cfg)
+    from covidxray.data.acquisition import check as acquisition_problems
     from covidxray.explain.registry import config_problems  # method names come from the registry
 
-    if problems := config_problems(cfg):
+    if problems := config_problems(cfg) + acquisition_problems(cfg.get("augment", {})):
         raise ConfigError(f"config: {problems[0]}")
     return _wrap(cfg)

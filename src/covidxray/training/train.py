@@ -217,6 +217,7 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
               for s, p in parts.items()}
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
     aug = augment.make_augmenter(cfg.augment, cfg.seed)
+    mitigations["acquisition"] = aug.acquisition.to_dict()  # the steps that are on (train only)
     train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed)
     # under several replicas a last partial batch can leave a replica empty, which breaks BatchNorm;
     # the monitored validation metric then skips < batch images (evaluate always scores every image)
