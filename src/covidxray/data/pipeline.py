@@ -119,6 +119,32 @@ def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     return {k: float(len(labels) / (n_classes * c)) if c else 0.0 for k, c in enumerate(counts)}
 
 
+def source_groups(labels: np.ndarray, sources: Sequence) -> tuple[np.ndarray, dict[int, float]] | None:
+    """Sampling groups for ``data.balance_sources``: one per (class, source), None when no class has two sources.
+
+    Each group's weight is its class's share of the images divided by the number of sources of that
+    class, so classes keep their frequencies and each source of a class is drawn equally often.
+
+    Args:
+        labels: ``(N,)`` class indices.
+        sources: ``(N,)`` source names (empty / NaN = one "unknown" source).
+
+    Returns:
+        ``(groups, weights)``: ``(N,)`` group ids and id -> sampling weight; or None.
+    """
+    src = np.array(["" if s is None or s != s else str(s) for s in sources], dtype=object)
+    pairs = list(zip(np.asarray(labels).tolist(), src.tolist(), strict=True))
+    keys = sorted(set(pairs))
+    per_class = {c: sum(1 for k in keys if k[0] == c) for c, _ in keys}
+    if max(per_class.values(), default=1) < 2:
+        return None
+    ids = {k: i for i, k in enumerate(keys)}
+    groups = np.array([ids[p] for p in pairs], np.int64)
+    n = len(pairs)
+    share = {c: sum(1 for p in pairs if p[0] == c) / n for c in per_class}
+    return groups, {ids[k]: share[k[0]] / per_class[k[0]] for k in keys}
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray | None,
@@ -128,6 +154,7 @@ def make_dataset(
     augmenter=None,
     seed: int = 0,
     drop_remainder: bool | None = None,
+    groups: tuple[np.ndarray, dict[int, float]] | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(float32 images (B,S,S,1) in 0-255, one-hot labels)``.
 
@@ -146,6 +173,9 @@ def make_dataset(
             depends on its seed, ``seed`` and the batch's image indices only.
         seed: Shuffle seed.
         drop_remainder: Drop the last partial batch (default: when shuffling and ``n >= batch_size``).
+        groups: :func:`source_groups` output: with ``shuffle``, an epoch is ``N`` draws by
+            ``tf.data.Dataset.sample_from_datasets`` over the groups (each a reshuffled, repeated index
+            stream) with the groups' weights, so images of a rare source repeat within an epoch.
 
     Returns:
         The dataset.
@@ -169,7 +199,15 @@ def make_dataset(
         return x, y
 
     ds = tf.data.Dataset.range(n)
-    if shuffle:
+    if shuffle and groups is not None:
+        ids, weights = np.asarray(groups[0]), groups[1]
+        keys = sorted(weights)
+        parts = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(ids == g).astype(np.int64))
+                 .shuffle(int((ids == g).sum()), seed=seed + 1 + i, reshuffle_each_iteration=True).repeat()
+                 for i, g in enumerate(keys)]
+        ds = tf.data.Dataset.sample_from_datasets(parts, weights=[weights[g] for g in keys], seed=seed,
+                                                  rerandomize_each_iteration=True).take(n)
+    elif shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     # training drops the last partial batch: under a distribution strategy it could leave a replica
     # with no examples, and tiny batches give noisy BatchNorm statistics

@@ -24,7 +24,7 @@ from covidxray import atomic, paths, runinfo
 from covidxray.config import Config, load_config
 from covidxray.data import augment, cache
 from covidxray.data import pipeline as data
-from covidxray.training.mitigations import prepare_inputs
+from covidxray.training.mitigations import balance_sources, prepare_inputs
 
 
 def _default_run_dir(cfg: Config) -> Path:
@@ -218,7 +218,9 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
     aug = augment.make_augmenter(cfg.augment, cfg.seed)
     mitigations["acquisition"] = aug.acquisition.to_dict()  # the steps that are on (train only)
-    train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed)
+    groups, mitigations["balance_sources"] = balance_sources(cfg, parts["train"], labels["train"], log)
+    train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed,
+                                 groups=groups)
     # under several replicas a last partial batch can leave a replica empty, which breaks BatchNorm;
     # the monitored validation metric then skips < batch images (evaluate always scores every image)
     val_ds = data.make_dataset(images["val"], labels["val"], len(classes), batch,
