@@ -44,7 +44,7 @@ def box_segmenter(tmp_path, monkeypatch):
     """A segmenter file predicting rows/cols 25%-75%, with the loader pointed at BoxSegmenter."""
     path = tmp_path / "lungs.keras"
     path.write_text(json.dumps({"box": [0.25, 0.75, 0.25, 0.75]}))
-    monkeypatch.setattr(lungsource, "load_segmenter", BoxSegmenter)
+    monkeypatch.setattr(lungsource, "read_segmenter", BoxSegmenter)
     return path
 
 
@@ -152,3 +152,28 @@ def test_predict_applies_the_runs_own_crop(tmp_path, phantom_dir, box_segmenter)
     (run / "lungs.keras").write_text(json.dumps({"box": [0.0, 1.0, 0.0, 1.0]}))
     with pytest.raises(lungsource.RunError, match="sha256"):
         predict(run, files, tmp_path / "q.csv", log=lambda *_: None)
+
+
+def test_training_pins_the_segmenter_and_its_masks_key_the_cache(tmp_path, phantom_dir, box_segmenter):
+    from covidxray.training.mitigations import prepare_inputs
+
+    files = sorted(str(p) for p in (phantom_dir / "Normal").glob("*.png"))[:3]
+    base = cache.build_cache(files, S, tmp_path / "c")
+    cfg = load_config([], [f"data.lung_weights={box_segmenter}", "data.lung_field=mask"])
+    run = tmp_path / "run"
+    model_inputs, record = prepare_inputs(cfg, run, log=lambda *_: None)
+    assert (run / "lungs.keras").read_bytes() == box_segmenter.read_bytes()
+    seg = record["lung_segmenter"]
+    assert seg["sha256"] == record["input"]["segmenter_sha256"] == lungsource.file_sha(box_segmenter)
+    assert seg["dice"] == 0.9
+    a = model_inputs.cached(base)
+    assert (a[:, :S // 4 - 4] == 0).all()  # outside the box grown by the 5% margin (3 px)
+    assert (a[:, S // 2, S // 2] == base[:, S // 2, S // 2]).all()
+    other = tmp_path / "other.keras"
+    other.write_text(json.dumps({"box": [0.1, 0.9, 0.1, 0.9]}))
+    b = prepare_inputs(load_config([], [f"data.lung_weights={other}", "data.lung_field=mask"]),
+                       tmp_path / "run2", log=lambda *_: None)[0].cached(base)
+    assert a.filename != b.filename and not np.array_equal(a, b)
+    with pytest.raises(lungsource.RunError, match="not found"):
+        prepare_inputs(load_config([], [f"data.lung_weights={tmp_path / 'none.keras'}", "data.lung_field=crop"]),
+                       tmp_path / "run3")

@@ -31,6 +31,11 @@ def load_segmenter(path: str | Path):
     if not Path(path).is_file():
         raise RunError(f"{path}: lung segmenter weights not found (data.lung_weights); train one with "
                        "covidxray lungs or set data.lung_field: none")
+    return read_segmenter(path)
+
+
+def read_segmenter(path: str | Path):
+    """:func:`covidxray.lungs.segment.load_segmenter` of an existing file (tests put a stand-in here)."""
     try:
         from covidxray.lungs.segment import load_segmenter as load
     except ImportError as err:
