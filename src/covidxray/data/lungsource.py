@@ -66,6 +66,9 @@ def install(cfg, run: Path, log=print):
     if not target.is_file() or file_sha(target) != seg.sha256:
         with atomic.atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
+    record_file = src.with_suffix(".json")  # the segmenter's own record (held-out metrics), read by its loader
+    if record_file.is_file():
+        atomic.write_bytes(target.with_suffix(".json"), record_file.read_bytes())
     record = {"file": LUNGS_FILE, "source": str(src), "sha256": seg.sha256, "dice": dice_of(seg),
               "metrics": getattr(seg, "metrics", None)}
     log(f"lung field '{cfg['data']['lung_field']}' (margin {cfg['data']['lung_margin']:g}): segmenter {src} "
