@@ -44,6 +44,7 @@ RANGES = {
     "train.lr": (0.0, None, False, True),
     "train.patience": (0, None, True, True),
     "train.label_smoothing": (0.0, 1.0, True, False),
+    "train.attribution_prior": (0.0, None, True, True),
     "evaluate.n_boot": (0, None, True, True),
     "evaluate.target_sensitivity": (0.0, 1.0, False, True),
 }

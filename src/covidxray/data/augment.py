@@ -103,6 +103,16 @@ class Augmenter:
         d = rng.uniform(-self.brightness, self.brightness, n) * 255.0 if self.brightness else np.zeros(n)
         return c, d
 
+    def warp_masks(self, masks: np.ndarray, key: Sequence[int] = ()) -> np.ndarray:
+        """The geometric warp that :meth:`__call__` applies to images with this ``key``, on masks (nearest)."""
+        m = np.asarray(masks).astype(np.uint8)
+        if not self.geometric:
+            return m > 0
+        n, h, w = m.shape
+        mats = self.transforms(np.random.default_rng([int(self.seed), *map(int, key)]), n, h, w)
+        return np.stack([cv2.warpAffine(m[i], mats[i], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0) for i in range(n)]) > 0
+
     def __call__(self, images: np.ndarray, key: Sequence[int] = ()) -> np.ndarray:
         """Augment a batch.
 

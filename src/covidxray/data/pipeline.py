@@ -155,6 +155,7 @@ def make_dataset(
     seed: int = 0,
     drop_remainder: bool | None = None,
     groups: tuple[np.ndarray, dict[int, float]] | None = None,
+    masks: np.ndarray | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(float32 images (B,S,S,1) in 0-255, one-hot labels)``.
 
@@ -176,6 +177,8 @@ def make_dataset(
         groups: :func:`source_groups` output: with ``shuffle``, an epoch is ``N`` draws by
             ``tf.data.Dataset.sample_from_datasets`` over the groups (each a reshuffled, repeated index
             stream) with the groups' weights, so images of a rare source repeat within an epoch.
+        masks: ``(N, S, S)`` bool lung masks: the dataset yields ``({"image", "lungs"}, labels)``, the
+            masks warped like their images (the attribution prior, :mod:`covidxray.training.prior`).
 
     Returns:
         The dataset.
@@ -190,12 +193,20 @@ def make_dataset(
         order = np.sort(idx)
         x = images[order]
         x = augment(x, key=(seed, *order)) if augment else x.astype(np.float32)
-        return x[..., None], ys[order]
+        if masks is None:
+            return x[..., None], ys[order]
+        m = masks[order]
+        m = augment.warp_masks(m, key=(seed, *order)) if augment else m
+        return x[..., None], ys[order], m.astype(np.float32)
 
     def load(idx):
-        x, y = tf.numpy_function(gather, [idx], [tf.float32, tf.int32], stateful=False)
+        outs = [tf.float32, tf.int32] + [tf.float32] * (masks is not None)
+        x, y, *m = tf.numpy_function(gather, [idx], outs, stateful=False)
         x.set_shape([None, size, size, 1])
         y.set_shape([None])
+        if m:
+            m[0].set_shape([None, size, size])
+            return {"image": x, "lungs": m[0]}, y
         return x, y
 
     ds = tf.data.Dataset.range(n)

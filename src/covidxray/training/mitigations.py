@@ -57,3 +57,45 @@ def balance_sources(cfg, train: pd.DataFrame, labels: np.ndarray, log=print):
     log("data.balance_sources: each class's sources drawn equally often ("
         + "; ".join(f"{c}: {len(v)} sources" for c, v in counts.items()) + ")")
     return groups, record
+
+
+def prior_masks(cfg, train: pd.DataFrame, model_inputs: inputs.ModelInputs, size: int, log=print):
+    """Lung masks of the training images for ``train.attribution_prior`` (None when it is 0).
+
+    The manifest's ``lung_mask`` column when every training image has one (phantoms, annotated
+    data), else the lung field's segmenter on the decoded images; either follows a lung-field crop.
+
+    Returns:
+        ``((N, S, S) bool masks, source name)`` or None.
+
+    Raises:
+        DataError: The prior is on, but there are neither mask files nor a lung segmenter.
+    """
+    from covidxray.data.cache import cached_images, load_masks
+    from covidxray.errors import DataError
+
+    if cfg["train"]["attribution_prior"] <= 0:
+        return None
+    if "lung_mask" in train and all(isinstance(p, str) and p for p in train["lung_mask"]):
+        masks, source = load_masks(list(train["lung_mask"]), size, "/"), "manifest lung_mask"
+    elif model_inputs.segmenter is not None:
+        masks = model_inputs.lungs(np.asarray(cached_images(list(train["path"]), size, cfg)))
+        source = f"segmenter {model_inputs.spec.segmenter_sha256[:12]}"
+    else:
+        raise DataError("train.attribution_prior needs lung masks: a lung_mask column for every training image "
+                        "or data.lung_field crop | mask (its segmenter)")
+    if model_inputs.spec.lung_field == "crop":
+        raw = np.asarray(cached_images(list(train["path"]), size, cfg))
+        masks = model_inputs(raw, (masks,))[1][0]
+    log(f"attribution prior: lambda {cfg['train']['attribution_prior']:g} on the input-gradient energy outside "
+        f"the lungs ({source}, mean lung area {masks.mean():.1%})")
+    return masks, source
+
+
+def trainer(model, lam: float):
+    """The model ``fit`` trains: ``model`` itself, or a :class:`covidxray.training.prior.PriorTrainer`."""
+    if lam <= 0:
+        return model
+    from covidxray.training.prior import PriorTrainer
+
+    return PriorTrainer(model, lam)
