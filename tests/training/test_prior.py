@@ -53,8 +53,9 @@ def test_prior_trainer_fits_on_masked_batches_and_saves_the_plain_model(tmp_path
         wrapper = PriorTrainer(inner, lam)
         wrapper.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
                         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        hist = wrapper.fit(ds, epochs=1, verbose=0).history
-        assert {"loss", "accuracy", "prior"} <= set(hist)
+        val = data.make_dataset(images, labels, 3, 8)
+        hist = wrapper.fit(ds, validation_data=val, epochs=1, verbose=0).history
+        assert {"loss", "accuracy", "prior", "val_loss"} <= set(hist) and "val_prior" not in hist
         lam_runs[lam] = hist
     # same batches and weights: the loss differs by lambda x prior (up to the first step's update)
     assert lam_runs[5.0]["loss"][0] > lam_runs[0.0]["loss"][0] + 0.5 * 5.0 * lam_runs[5.0]["prior"][0]

@@ -79,6 +79,10 @@ class PriorTrainer(keras.Model):
                 metric.update_state(y, probs, sample_weight=sample_weight)
         return {m.name: m.result() for m in self.metrics}
 
+    def test_step(self, data):
+        logs = super().test_step(data)  # validation has no masks: no prior to report
+        return {k: v for k, v in logs.items() if k != "prior"}
+
     @property
     def metrics(self):
         return [*super().metrics, self.prior_tracker]
