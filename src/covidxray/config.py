@@ -31,6 +31,9 @@ RANGES = {
     "data.near_dup_threshold": (0, None, True, True),
     "data.min_size": (1, None, True, True),
     "data.workers": (1, None, True, True),
+    "data.clahe_clip": (0.0, None, False, True),
+    "data.clahe_tile": (1, 64, True, True),
+    "data.lung_margin": (0.0, 0.5, True, True),
     "phantoms.n_per_class": (0, None, True, True),
     "phantoms.size": (64, 1024, True, True),
     "phantoms.difficulty": (0.0, None, False, True),
@@ -41,11 +44,17 @@ RANGES = {
     "train.lr": (0.0, None, False, True),
     "train.patience": (0, None, True, True),
     "train.label_smoothing": (0.0, 1.0, True, False),
+    "train.attribution_prior": (0.0, None, True, True),
     "evaluate.n_boot": (0, None, True, True),
     "evaluate.target_sensitivity": (0.0, 1.0, False, True),
 }
 
 
+#: Allowed values of string keys (the shortcut counter-measures of covidxray.data.inputs).
+CHOICES = {
+    "data.normalize": ("none", "equalize", "clahe"),
+    "data.lung_field": ("none", "crop", "mask"),
+}
 
 
 class Config(dict):
@@ -124,6 +133,11 @@ def _check_ranges(cfg: Mapping) -> None:
             rng = (f"{'[' if lo_in else '('}{lo if lo is not None else '-inf'}, "
                    f"{hi if hi is not None else 'inf'}{']' if hi_in else ')'}")
             raise ConfigError(f"'{key}' must be in {rng}, got {value!r}")
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = cfg.get(section, {}).get(name)
+        if value is not None and value not in choices:
+            raise ConfigError(f"'{key}' must be one of {' | '.join(choices)}, got {value!r}")
     data = cfg.get("data", {})
     if data.get("val", 0) + data.get("test", 0) >= 1:
         raise ConfigError(f"data.val + data.test must be < 1 so train is not empty, got "
@@ -197,8 +211,9 @@ def load_config(
     for item in overrides:
         _merge(cfg, parse_override(item), f"--set {item}")
     _check_ranges(cfg)
+    from covidxray.data.acquisition import check as acquisition_problems
     from covidxray.explain.registry import config_problems  # method names come from the registry
 
-    if problems := config_problems(cfg):
+    if problems := config_problems(cfg) + acquisition_problems(cfg.get("augment", {})):
         raise ConfigError(f"config: {problems[0]}")
     return _wrap(cfg)

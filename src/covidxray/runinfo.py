@@ -120,6 +120,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
             raise RunError(f"{meta_path}: key '{key}' is missing")
     if not (run / "model.keras").is_file():
         raise RunError(f"{run}: model.keras is missing (training did not finish?)")
+    meta["run_dir"] = str(run.resolve())  # not stored: where the run's own files (lungs.keras) are
     return meta
 
 

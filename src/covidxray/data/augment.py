@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from covidxray.data.acquisition import Acquisition, make_acquisition
+
 GEOMETRIC = ("rotation", "translation", "zoom", "shear")
 
 
@@ -60,6 +62,7 @@ class Augmenter:
     horizontal_flip: bool = False
     seed: int = 0
     fill_value: int = 0
+    acquisition: Acquisition | None = None
 
     @property
     def geometric(self) -> bool:
@@ -68,7 +71,7 @@ class Augmenter:
     @property
     def active(self) -> bool:
         """Whether the augmenter changes images at all."""
-        return bool(self.geometric or self.contrast or self.brightness)
+        return bool(self.geometric or self.contrast or self.brightness or self.acquisition and self.acquisition.active)
 
     def transforms(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
         """``(n, 2, 3)`` inverse maps (output pixel -> input pixel), as ``cv2.WARP_INVERSE_MAP`` takes.
@@ -100,6 +103,16 @@ class Augmenter:
         d = rng.uniform(-self.brightness, self.brightness, n) * 255.0 if self.brightness else np.zeros(n)
         return c, d
 
+    def warp_masks(self, masks: np.ndarray, key: Sequence[int] = ()) -> np.ndarray:
+        """The geometric warp that :meth:`__call__` applies to images with this ``key``, on masks (nearest)."""
+        m = np.asarray(masks).astype(np.uint8)
+        if not self.geometric:
+            return m > 0
+        n, h, w = m.shape
+        mats = self.transforms(np.random.default_rng([int(self.seed), *map(int, key)]), n, h, w)
+        return np.stack([cv2.warpAffine(m[i], mats[i], (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0) for i in range(n)]) > 0
+
     def __call__(self, images: np.ndarray, key: Sequence[int] = ()) -> np.ndarray:
         """Augment a batch.
 
@@ -116,6 +129,8 @@ class Augmenter:
         if x.ndim != 3:
             raise ValueError(f"augment takes (N, S, S) images, got shape {x.shape}")
         n, h, w = x.shape
+        if self.acquisition is not None and self.acquisition.active:  # its own stream: the rest draws as before
+            x = self.acquisition(x, np.random.default_rng([int(self.seed), 1, *map(int, key)]))
         rng = np.random.default_rng([int(self.seed), *map(int, key)])
         mats = self.transforms(rng, n, h, w) if self.geometric else None
         c, d = self.factors(rng, n)
@@ -141,11 +156,13 @@ def make_augmenter(aug: Mapping, seed: int) -> Augmenter:
 
     Args:
         aug: ``rotation`` (degrees), ``translation``, ``zoom``, ``shear``, ``contrast``, ``brightness``
-            (fractions) and ``horizontal_flip``.
+            (fractions), ``horizontal_flip`` and the acquisition steps (:mod:`covidxray.data.acquisition`,
+            applied first, on uint8).
         seed: Base seed.
 
     Returns:
         An :class:`Augmenter` (``active`` is False when every factor is 0).
     """
     return Augmenter(float(aug["rotation"]), float(aug["translation"]), float(aug["zoom"]), float(aug["shear"]),
-                     float(aug["contrast"]), float(aug["brightness"]), bool(aug["horizontal_flip"]), int(seed))
+                     float(aug["contrast"]), float(aug["brightness"]), bool(aug["horizontal_flip"]), int(seed),
+                     acquisition=make_acquisition(aug))

@@ -198,9 +198,16 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def cached_images(files: Sequence[str], size: int, cfg) -> np.ndarray:
+def cached_images(files: Sequence[str], size: int, cfg, inputs=None) -> np.ndarray:
     """Decode-once cache of the files at model size, in the config's ``data.cache_dir``
     (see :func:`build_cache`).
+
+    Args:
+        files: Image paths.
+        size: Model input size.
+        cfg: Config (cache folder, workers).
+        inputs: A :class:`covidxray.data.inputs.ModelInputs` (a run's normalization / lung field),
+            whose transformed copy of the cache is returned; None = the plain decoded images.
 
     Raises:
         DataError: Naming files that no longer exist.
@@ -209,4 +216,5 @@ def cached_images(files: Sequence[str], size: int, cfg) -> np.ndarray:
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{len(missing)} image(s) listed for this run no longer exist: {shown}")
-    return build_cache(list(files), size, paths.from_config(cfg.data.cache_dir), cfg.data.workers)
+    base = build_cache(list(files), size, paths.from_config(cfg.data.cache_dir), cfg.data.workers)
+    return base if inputs is None else inputs.cached(base)

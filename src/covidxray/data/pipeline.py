@@ -124,6 +124,32 @@ def as_model_batch(images: np.ndarray) -> np.ndarray:
     return np.asarray(images).astype(np.float32)[..., None]
 
 
+def source_groups(labels: np.ndarray, sources: Sequence) -> tuple[np.ndarray, dict[int, float]] | None:
+    """Sampling groups for ``data.balance_sources``: one per (class, source), None when no class has two sources.
+
+    Each group's weight is its class's share of the images divided by the number of sources of that
+    class, so classes keep their frequencies and each source of a class is drawn equally often.
+
+    Args:
+        labels: ``(N,)`` class indices.
+        sources: ``(N,)`` source names (empty / NaN = one "unknown" source).
+
+    Returns:
+        ``(groups, weights)``: ``(N,)`` group ids and id -> sampling weight; or None.
+    """
+    src = np.array(["" if s is None or s != s else str(s) for s in sources], dtype=object)
+    pairs = list(zip(np.asarray(labels).tolist(), src.tolist(), strict=True))
+    keys = sorted(set(pairs))
+    per_class = {c: sum(1 for k in keys if k[0] == c) for c, _ in keys}
+    if max(per_class.values(), default=1) < 2:
+        return None
+    ids = {k: i for i, k in enumerate(keys)}
+    groups = np.array([ids[p] for p in pairs], np.int64)
+    n = len(pairs)
+    share = {c: sum(1 for p in pairs if p[0] == c) / n for c in per_class}
+    return groups, {ids[k]: share[k[0]] / per_class[k[0]] for k in keys}
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray | None,
@@ -133,6 +159,8 @@ def make_dataset(
     augmenter=None,
     seed: int = 0,
     drop_remainder: bool | None = None,
+    groups: tuple[np.ndarray, dict[int, float]] | None = None,
+    masks: np.ndarray | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(float32 images (B,S,S,1) in 0-255, one-hot labels)``.
 
@@ -151,6 +179,11 @@ def make_dataset(
             depends on its seed, ``seed`` and the batch's image indices only.
         seed: Shuffle seed.
         drop_remainder: Drop the last partial batch (default: when shuffling and ``n >= batch_size``).
+        groups: :func:`source_groups` output: with ``shuffle``, an epoch is ``N`` draws by
+            ``tf.data.Dataset.sample_from_datasets`` over the groups (each a reshuffled, repeated index
+            stream) with the groups' weights, so images of a rare source repeat within an epoch.
+        masks: ``(N, S, S)`` bool lung masks: the dataset yields ``({"image", "lungs"}, labels)``, the
+            masks warped like their images (the attribution prior, :mod:`covidxray.training.prior`).
 
     Returns:
         The dataset.
@@ -165,16 +198,32 @@ def make_dataset(
         order = np.sort(idx)
         x = images[order]
         x = augment(x, key=(seed, *order)) if augment else x.astype(np.float32)
-        return x[..., None], ys[order]
+        if masks is None:
+            return x[..., None], ys[order]
+        m = masks[order]
+        m = augment.warp_masks(m, key=(seed, *order)) if augment else m
+        return x[..., None], ys[order], m.astype(np.float32)
 
     def load(idx):
-        x, y = tf.numpy_function(gather, [idx], [tf.float32, tf.int32], stateful=False)
+        outs = [tf.float32, tf.int32] + [tf.float32] * (masks is not None)
+        x, y, *m = tf.numpy_function(gather, [idx], outs, stateful=False)
         x.set_shape([None, size, size, 1])
         y.set_shape([None])
+        if m:
+            m[0].set_shape([None, size, size])
+            return {"image": x, "lungs": m[0]}, y
         return x, y
 
     ds = tf.data.Dataset.range(n)
-    if shuffle:
+    if shuffle and groups is not None:
+        ids, weights = np.asarray(groups[0]), groups[1]
+        keys = sorted(weights)
+        parts = [tf.data.Dataset.from_tensor_slices(np.flatnonzero(ids == g).astype(np.int64))
+                 .shuffle(int((ids == g).sum()), seed=seed + 1 + i, reshuffle_each_iteration=True).repeat()
+                 for i, g in enumerate(keys)]
+        ds = tf.data.Dataset.sample_from_datasets(parts, weights=[weights[g] for g in keys], seed=seed,
+                                                  rerandomize_each_iteration=True).take(n)
+    elif shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     # training drops the last partial batch: under a distribution strategy it could leave a replica
     # with no examples, and tiny batches give noisy BatchNorm statistics

@@ -21,6 +21,7 @@ from covidxray import atomic, paths, runinfo
 from covidxray.config import Config
 from covidxray.data import pipeline as data
 from covidxray.data.cache import cached_images
+from covidxray.data.inputs import for_run
 from covidxray.evaluation import external, shift
 from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.predict import ensure_calibration
@@ -131,8 +132,9 @@ def external_report(run_dir: str | Path, data_path: str | Path, out: str | Path 
     cal = ensure_calibration(run, model, meta, cfg, log)
     seed, n_boot = int(meta.get("seed", cfg.seed)), int(n_boot or cfg.evaluate.n_boot)
     size, bs = meta["image_size"], cfg.train.batch_size
-    img_int = cached_images(list(internal["path"]), size, cfg)
-    img_ext = cached_images(list(ext["path"]), size, cfg)
+    model_inputs = for_run(meta, run)  # the run's normalization / lung field
+    img_int = cached_images(list(internal["path"]), size, cfg, model_inputs)
+    img_ext = cached_images(list(ext["path"]), size, cfg, model_inputs)
     raw_int, feat_int = score(model, img_int, bs)
     raw_ext, feat_ext = score(model, img_ext, bs)
     p_int = apply_temperature(raw_int, cal.temperature, from_probs=True)

@@ -306,6 +306,7 @@ def fit_run(run: str | Path, model=None, method: str = DEFAULT_METHOD, log: Call
     """
     from covidxray.data import pipeline as data
     from covidxray.data.cache import cached_images
+    from covidxray.data.inputs import for_run
     from covidxray.runinfo import run_config
 
     run = Path(run)
@@ -319,7 +320,7 @@ def fit_run(run: str | Path, model=None, method: str = DEFAULT_METHOD, log: Call
     parts = {s: splits[splits["split"] == s] for s in ("train", "val")}
     if any(p.empty for p in parts.values()):
         raise runinfo.RunError(f"{run}/splits.csv: the train and val splits must both have images")
-    images = {s: cached_images(list(p["path"]), meta["image_size"], cfg) for s, p in parts.items()}
+    images = {s: cached_images(list(p["path"]), meta["image_size"], cfg, for_run(meta, run)) for s, p in parts.items()}
     labels = np.array([classes.index(c) for c in parts["train"]["label"]])
     det = fit(model, images["train"], labels, images["val"], cfg.train.batch_size, method)
     det.save(run)

@@ -28,6 +28,7 @@ from covidxray.data import cache
 from covidxray.data import pipeline as data
 from covidxray.data.files import collect_images
 from covidxray.data.imageio import ImageReadError
+from covidxray.data.inputs import for_run as run_inputs
 from covidxray.evaluation import ood
 from covidxray.evaluation.calibration import (
     Calibration,
@@ -89,7 +90,7 @@ def fit_calibration(run: Path, model, meta: dict, cfg: Config) -> Calibration:
     if val.empty:
         raise runinfo.RunError(f"{splits_csv}: no validation images to calibrate on")
     y = np.array([classes.index(c) for c in val["label"]])
-    raw = model_probs(model, cache.cached_images(list(val["path"]), meta["image_size"], cfg),
+    raw = model_probs(model, cache.cached_images(list(val["path"]), meta["image_size"], cfg, run_inputs(meta, run)),
                       cfg.train.batch_size)
     temperature = fit_temperature(raw, y, from_probs=True)
     probs = apply_temperature(raw, temperature, from_probs=True)
@@ -207,6 +208,7 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_csv: str | Pa
     names, size = list(meta["classes"]), meta["image_size"]
     decide = cal.threshold is not None and cal.positive_class in names
     detector = ood.ensure_ood(run, model, log)
+    model_inputs = run_inputs(meta, run)  # the run's own normalization / lung field, never the caller's
     files, errors, ignored = collect_images(inputs)
     if ignored:
         shown = ", ".join(ignored[:5]) + (", ..." if len(ignored) > 5 else "")
@@ -217,7 +219,7 @@ def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_csv: str | Pa
         errors += failed
         if not ok:
             continue
-        frame = score_images(model, np.stack(images), names, cal, detector, cfg.train.batch_size)
+        frame = score_images(model, model_inputs(np.stack(images)), names, cal, detector, cfg.train.batch_size)
         frame.insert(0, "path", ok)
         frames.append(frame)
     columns = ["path", *(f"p_{c}" for c in names), "prediction"] + [decision_column(cal.positive_class)] * decide

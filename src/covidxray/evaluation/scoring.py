@@ -74,11 +74,12 @@ def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str
         predict: Also compute the probabilities (the sweep predicts corrupted copies itself).
     """
     from covidxray.data.cache import cached_images
+    from covidxray.data.inputs import for_run
     from covidxray.evaluation.calibration import apply_temperature
     from covidxray.evaluation.predict import model_probs
 
     table = chosen["table"].reset_index(drop=True)
-    images = cached_images(list(table["path"]), meta["image_size"], cfg)
+    images = cached_images(list(table["path"]), meta["image_size"], cfg, for_run(dict(meta)))
     y = np.array([classes.index(c) for c in table["label"]])
     raw = model_probs(model, images, cfg.train.batch_size) if predict else None
     probs = None if raw is None else apply_temperature(raw, cal.temperature, from_probs=True)

@@ -197,6 +197,7 @@ def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequenc
         The report written to ``interpret_data.json``.
     """
     from covidxray.data.cache import load_for_model
+    from covidxray.data.inputs import for_run
     from covidxray.explain.core import resolve_layer
     from covidxray.explain.overlays import gallery_figure
     from covidxray.explain.registry import check_methods, explain
@@ -209,6 +210,11 @@ def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequenc
     if target is not None and target not in classes:
         raise DataError(f"--target {target!r} is not one of the run's classes {classes}")
     images = np.stack([load_for_model(p, size) for p in table["path"]])
+    model_inputs = for_run(meta)  # the run's normalization / lung field; the masks follow a crop
+    if not model_inputs.identity:
+        kinds = list(masks)
+        images, moved = model_inputs(images, tuple(masks[k] for k in kinds))
+        masks = dict(zip(kinds, moved, strict=True))
     t = None if target is None else classes.index(target)
     methods = check_methods(methods)
     if method_options is None:

@@ -152,6 +152,18 @@ def mask_table(csvs: Sequence[str | Path]) -> dict[str, dict[str, str]]:
     return table
 
 
+def _run_inputs(meta: dict, x: np.ndarray, *masks: list) -> tuple:
+    """The run's own normalization / lung field on ``x``; masks (None where unknown) follow a crop."""
+    from covidxray.data.inputs import for_run
+
+    model_inputs = for_run(meta)
+    if model_inputs.identity:
+        return (x, *masks)
+    filled = tuple(np.stack([m if m is not None else np.zeros(x.shape[1:], bool) for m in ms]) for ms in masks)
+    x, moved = model_inputs(x, filled)
+    return (x, *([None if m is None else mv[i] for i, m in enumerate(ms)] for ms, mv in zip(masks, moved, strict=True)))
+
+
 def _mask(path: str, size: int) -> np.ndarray | None:
     from covidxray.data.cache import resize_mask
     from covidxray.data.imageio import read_mask
@@ -226,6 +238,7 @@ def explain_files(run_dir: str | Path, inputs: Sequence[str | Path], out_dir: st
     info = [masks.get(str(f.resolve()), {}) for f in kept]
     lungs = [_mask(i.get("lung_mask", ""), size) for i in info]
     lesions = [_mask(i.get("lesion_mask", ""), size) for i in info]
+    x, lungs, lesions = _run_inputs(meta, x, lungs, lesions)
     probs = class_scores(model, x, "prob", batch_size)
     tgt = None if target is None else classes.index(target)
     layer = resolve_layer(model, layer, meta)

@@ -150,6 +150,7 @@ def load_sample(run_dir: str | Path, model, classes: Sequence[str], split: str, 
         DataError: An unknown or empty split. ImageReadError: An unreadable image or mask (named).
     """
     from covidxray.data.files import model_inputs
+    from covidxray.data.inputs import for_run
     from covidxray.data.pipeline import SPLITS, DataError, read_splits
     from covidxray.explain.core import class_scores
 
@@ -165,6 +166,9 @@ def load_sample(run_dir: str | Path, model, classes: Sequence[str], split: str, 
     x = model_inputs(rows["path"], size)
     lungs, lesions = (load_masks(rows[c].tolist() if c in rows else [""] * len(rows), size, run)
                       for c in ("lung_mask", "lesion_mask"))
+    run_inputs = for_run(json.loads((run / "run.json").read_text()), run)  # the run's normalization / lung field
+    if not run_inputs.identity:
+        x, (lungs, lesions) = run_inputs(x, (lungs, lesions))
     probs = class_scores(model, x, "prob", batch_size)
     y = rows["label"].map(classes.index).to_numpy(np.int32)
     t = y if target == "label" else probs.argmax(axis=1).astype(np.int32)

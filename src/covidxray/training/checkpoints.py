@@ -59,6 +59,7 @@ def save_weights_atomic(model, path: str | Path, keep_previous: bool = False) ->
                 os.link(path, tmp)
             except OSError:
                 shutil.copy2(path, tmp)
+    model = getattr(model, "inner_model", model)  # a training wrapper (training.prior) saves its classifier
     with atomic.atomic_path(path) as tmp:
         model.save_weights(tmp)
     return path

@@ -24,6 +24,7 @@ from covidxray import atomic, paths, runinfo
 from covidxray.config import Config, load_config
 from covidxray.data import augment, cache
 from covidxray.data import pipeline as data
+from covidxray.training.mitigations import balance_sources, prepare_inputs, prior_masks, trainer
 
 
 def _default_run_dir(cfg: Config) -> Path:
@@ -44,7 +45,7 @@ def _compile(model, lr: float, cfg: Config) -> None:
     )
 
 
-def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, log):
+def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, log, fit_model=None):
     from covidxray.training.callbacks import stage_callbacks
     from covidxray.training.checkpoints import (
         load_first_good,
@@ -77,7 +78,7 @@ def _fit(model, stage, run, cfg, train_ds, val_ds, epochs, lr_fn, class_weight, 
         budget = f"{cfg.train.max_minutes:g} min" if cfg.train.schedule == "time" else f"{epochs} epochs"
         log(f"stage '{stage}': up to {epochs} epochs, lr {lr_fn(cfg.train.warmup_epochs):.2e}, cosine over {budget}")
         callbacks = stage_callbacks(run, stage, cfg, lr_fn, start, best_valid)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+        (fit_model or model).fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     load_first_good(model, [best, previous_path(best)], log, none_left="keeping the last epoch's weights")
     if any(getattr(cb, "stopped", False) for cb in callbacks):
@@ -211,11 +212,17 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     parts = {s: splits[splits["split"] == s] for s in ("train", "val")}
     labels = {s: np.array([classes.index(c) for c in p["label"]], np.int32) for s, p in parts.items()}
     cache_dir = paths.from_config(cfg.data.cache_dir)
-    images = {s: cache.build_cache(list(p["path"]), m.image_size, cache_dir, cfg.data.workers)
+    model_inputs, mitigations = prepare_inputs(cfg, run, log)
+    images = {s: model_inputs.cached(cache.build_cache(list(p["path"]), m.image_size, cache_dir, cfg.data.workers))
               for s, p in parts.items()}
     cw = data.class_weights(labels["train"], len(classes)) if t.class_weights else None
     aug = augment.make_augmenter(cfg.augment, cfg.seed)
-    train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed)
+    mitigations["acquisition"] = aug.acquisition.to_dict()  # the steps that are on (train only)
+    groups, mitigations["balance_sources"] = balance_sources(cfg, parts["train"], labels["train"], log)
+    lungs = prior_masks(cfg, parts["train"], model_inputs, m.image_size, log)
+    mitigations["attribution_prior"] = {"lambda": t.attribution_prior, "masks": None if lungs is None else lungs[1]}
+    train_ds = data.make_dataset(images["train"], labels["train"], len(classes), batch, True, aug, cfg.seed,
+                                 groups=groups, masks=None if lungs is None else lungs[0])
     # under several replicas a last partial batch can leave a replica empty, which breaks BatchNorm;
     # the monitored validation metric then skips < batch images (evaluate always scores every image)
     val_ds = data.make_dataset(images["val"], labels["val"], len(classes), batch,
@@ -230,7 +237,7 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
         "last_conv_layer": models.last_conv_layer(model, m.backbone),
         "splits_sha256": runinfo.file_sha256(run / "splits.csv"), "seed": cfg.seed,
         "counts": splits.groupby(["split", "label"]).size().unstack(fill_value=0).to_dict(),
-        "class_weights": cw, "strategy": t.strategy, "replicas": replicas, "global_batch_size": batch,
+        "mitigations": mitigations, "class_weights": cw, "strategy": t.strategy, "replicas": replicas, "global_batch_size": batch,
         "git_sha": runinfo.git_sha(), "packages": runinfo.package_versions(),
         "started": datetime.now(UTC).isoformat(),
     }
@@ -254,9 +261,10 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
                 models.set_trainable(model, m.backbone, unfreeze)
                 epochs = t.stage2_epochs if stage == "stage2" else t.epochs
                 lr = (t.stage2_lr if stage == "stage2" else t.lr) * scale
-                _compile(model, lr, cfg)  # recompile after changing `trainable`
+                fit_model = trainer(model, t.attribution_prior if lungs is not None else 0.0)
+                _compile(fit_model, lr, cfg)  # recompile after changing `trainable`
                 _fit(model, stage, run, cfg, train_ds, val_ds, epochs,
-                     cosine_schedule(lr, epochs, t.warmup_epochs), cw, log)
+                     cosine_schedule(lr, epochs, t.warmup_epochs), cw, log, fit_model)
         save_weights_atomic(model, run / f"{stage}.weights.h5")
         state["stages_done"].append(stage)
         # a fitted stage's time includes the part before an interruption (elapsed_<stage>.txt)

@@ -26,6 +26,7 @@ import numpy as np
 from covidxray import runinfo
 from covidxray.data.cache import load_masks
 from covidxray.data.imageio import image_hash
+from covidxray.data.inputs import for_run as run_inputs
 from covidxray.evaluation import ood
 from covidxray.evaluation.calibration import Calibration
 from covidxray.evaluation.predict import decision_column, fit_calibration, score_images
@@ -100,6 +101,7 @@ class Viewer:
         self.classes, self.size = list(self.meta["classes"]), int(self.meta["image_size"])
         self.notes: list[str] = []
         self.cal = self._calibration()
+        self.inputs = run_inputs(self.meta, self.run)  # the run's own normalization / lung field
         try:
             self.detector: ood.Detector | None = ood.Detector.load(self.run)
         except ood.OODError as err:
@@ -169,10 +171,15 @@ class Viewer:
             raise ValueError(f"unknown method {method!r}; known: {', '.join(NAMES)}")
         up = read_upload(path, self.size)
         with self._lock:
-            row = score_images(self.model, up.x[None], self.classes, self.cal, self.detector, 1).iloc[0]
-            heat = explain(self.model, up.x[None], method, batch_size=self.cfg.explain.batch_size,
-                           **self.options[method])[0]
+            x = self.inputs(up.x[None])  # what the model sees (cropped / normalized as the run was trained)
+            row = score_images(self.model, x, self.classes, self.cal, self.detector, 1).iloc[0]
+            heat = explain(self.model, x, method, batch_size=self.cfg.explain.batch_size, **self.options[method])[0]
             lungs, lung_note, known = self._lung_mask(up)
+            if not self.inputs.identity:  # the map is over the transformed image: show that, without a contour
+                up_shown, lungs = x[0], None
+                lung_note = f"shown as the model sees it ({self.inputs.spec.to_dict()})"
+            else:
+                up_shown = up.x
         probs = {c: float(row[f"p_{c}"]) for c in self.classes}
         pos, col = self.cal.positive_class, decision_column(self.cal.positive_class)
         flagged = bool(row[col]) if col in row else None
@@ -186,4 +193,4 @@ class Viewer:
             warnings.append(f"this image is in the run's {known['split']} split (label {known.get('label')}): the "
                             "model has seen it, its probabilities are optimistic")
         return Analysis(up.name, probs, str(row["prediction"]), flagged, decision, method, heat,
-                        overlay_rgb(up.x, heat, lungs), warnings, up.notes, lung_note, score)
+                        overlay_rgb(up_shown, heat, lungs), warnings, up.notes, lung_note, score)
