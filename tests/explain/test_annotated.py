@@ -90,3 +90,14 @@ def test_interpret_dataset_on_annotated_phantoms_leaves_out_in_dev_rows(smoke_ru
     assert (tmp_path / "out" / "gallery_data.png").stat().st_size > 1000
     per = pd.read_csv(tmp_path / "out" / "localisation_data.csv")
     assert set(per["method"]) == {"gradcam", "gradient", "uniform"}
+    assert rep["predicted_lungs"] is None  # every phantom has its lung mask
+    # the same set without lung masks: the shipped segmenter's lungs, said so with its held-out Dice
+    man["lung_mask"] = ""
+    man.to_csv(phantom_dir / "annotated_nolungs.csv", index=False)
+    messages = []
+    pred = annotated.interpret_dataset(smoke_run, phantom_dir / "annotated_nolungs.csv", ["gradient"],
+                                       tmp_path / "out2", n_boot=50, log=messages.append)
+    assert pred["predicted_lungs"]["n"] == pred["n"] and pred["masks"]["lung"] == pred["n"]
+    assert any("lungs predicted by" in m and "held-out Dice 0.9" in m for m in messages)
+    uni = {r["method"]: r for r in pred["methods"]}["uniform"]["lung_energy"]
+    assert uni == pytest.approx(methods["uniform"]["lung_energy"], abs=0.05)  # predicted ~ drawn lungs

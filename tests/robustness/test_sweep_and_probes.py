@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from covidxray import cli
 from covidxray.config import load_config
 from covidxray.data.pipeline import DataError
+from covidxray.robustness import probes
 from covidxray.robustness.probes import border_mask, leave_one_source_out, probe_run, source_confounding
 from covidxray.robustness.sweep import METRICS, sweep
 from helpers_runs import copy_run
@@ -96,7 +97,7 @@ def test_border_mask_and_source_confounding():
     assert not source_confounding(labels, pd.Series(["a", "b", "a", "b"]))["confounded"]
 
 
-def test_probe_run_with_lung_masks_and_with_the_border_band(smoke_run, tmp_path):
+def test_probe_run_with_lung_masks_predicted_lungs_and_the_border_band(smoke_run, tmp_path, monkeypatch):
     run = copy_run(smoke_run, tmp_path / "run")
     masked = probe_run(run, log=lambda *_: None)
     o = masked["outside_lung"]
@@ -108,8 +109,16 @@ def test_probe_run_with_lung_masks_and_with_the_border_band(smoke_run, tmp_path)
     manifest = pd.DataFrame({"path": test["path"], "label": test["label"],
                              "source": np.where(test["label"] == "Viral Pneumonia", "repo-vp", "repo-main")})
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    # without masks: the shipped segmenter's lungs, named with the Dice it had on unseen patients
+    pred = probe_run(run, data=tmp_path / "manifest.csv", out=tmp_path / "pred", log=lambda *_: None)["outside_lung"]
+    assert pred["n_predicted_lungs"] == len(test) and pred["n_border_band"] == pred["n_lung_masks"] == 0
+    assert pred["lung_segmenter"]["heldout_dice"] > 0.9 and pred["lung_segmenter"]["sha256"]
+    assert pred["uniform_baseline"] == pytest.approx(o["uniform_baseline"], abs=0.05)  # the phantoms' own lungs
+    # and without a segmenter: the border band
+    monkeypatch.setattr(probes, "installed_segmenter", lambda log=print: None)
     rep = probe_run(run, data=tmp_path / "manifest.csv", out=tmp_path / "probe", log=lambda *_: None)
     assert rep["outside_lung"]["n_border_band"] == len(test) and rep["outside_lung"]["n_lung_masks"] == 0
+    assert rep["outside_lung"]["lung_segmenter"] is None
     assert rep["outside_lung"]["uniform_baseline"] == pytest.approx(1 - (1 - 2 * 9 / 75) ** 2)  # 9 px of 75
     assert rep["sources"]["confounded"] and "CONFOUNDED" in rep["sources"]["note"]
     assert {k: v["n"] for k, v in rep["per_source"].items()} == manifest["source"].value_counts().to_dict()

@@ -45,11 +45,9 @@ def read_segmenter(path: str | Path):
 
 def dice_of(segmenter) -> float | None:
     """The segmenter's held-out Dice from its ``metrics`` (None when it records none)."""
-    metrics = getattr(segmenter, "metrics", None) or {}
-    for key in ("dice", "val_dice", "test_dice", "heldout_dice"):
-        if isinstance(metrics.get(key), int | float):
-            return float(metrics[key])
-    return None
+    from covidxray.lungs.segment import heldout_dice
+
+    return heldout_dice(getattr(segmenter, "metrics", None) or {})
 
 
 def install(cfg, run: Path, log=print):

@@ -174,6 +174,35 @@ def load_annotated(dataset: str | Path, size: int, boxes: str | Path | None = No
     return table, masks
 
 
+def predict_missing_lungs(masks: dict[str, np.ndarray], images: np.ndarray, log: Callable = print) -> dict | None:
+    """Fill ``masks["lung"]`` where an image has none with the shipped segmenter's lungs (in place).
+
+    Args:
+        masks: ``{"lung"|"lesion"|"device": (N, S, S) bool}`` from :func:`load_annotated`.
+        images: ``(N, S, S[, 1])`` 0-255 model-size images.
+        log: Where the line naming the segmenter and its held-out Dice goes.
+
+    Returns:
+        None when every image had a lung mask (or no segmenter is installed), else the segmenter's
+        record (:meth:`~covidxray.lungs.segment.Segmenter.record`) with ``n`` predicted.
+    """
+    from covidxray.lungs.segment import installed_segmenter
+
+    n, size = len(images), images.shape[1]
+    lung = masks.get("lung", np.zeros((n, size, size), bool))
+    missing = np.flatnonzero(~lung.reshape(n, -1).any(axis=1))
+    seg = installed_segmenter(log) if len(missing) else None
+    if seg is None:
+        return None
+    lung = lung.copy()
+    lung[missing] = seg.predict(np.clip(images[missing].reshape(len(missing), size, size), 0, 255).astype(np.uint8))
+    masks["lung"] = lung
+    rec = {**seg.record(), "n": int(len(missing))}
+    log(f"{len(missing)} image(s) without a lung mask: lungs predicted by {rec['path']} "
+        f"(held-out Dice {rec['heldout_dice']} on real films of unseen patients)")
+    return rec
+
+
 def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequence[str], out: str | Path,
                       target: str | None = None, boxes: str | Path | None = None, n_boot: int = 1000,
                       method_options: dict | None = None, batch_size: int = 16,
@@ -210,6 +239,7 @@ def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequenc
     if target is not None and target not in classes:
         raise DataError(f"--target {target!r} is not one of the run's classes {classes}")
     images = np.stack([load_for_model(p, size) for p in table["path"]])
+    lungs_from = predict_missing_lungs(masks, images, log)
     model_inputs = for_run(meta)  # the run's normalization / lung field; the masks follow a crop
     if not model_inputs.identity:
         kinds = list(masks)
@@ -237,6 +267,7 @@ def interpret_dataset(run_dir: str | Path, dataset: str | Path, methods: Sequenc
     report = {"run": str(Path(run_dir).resolve()), "dataset": str(Path(dataset).resolve()), "n": int(len(table)),
               "target": target or "predicted class", "masks": {k: int(v.reshape(len(v), -1).any(1).sum())
                                                                for k, v in masks.items()},
+              "predicted_lungs": lungs_from,
               "methods": summary.to_dict(orient="records"), "figures": {"gallery": str(out / "gallery_data.png")}}
     atomic.write_json(out / "interpret_data.json", report)
     log(format_table(summary))

@@ -108,6 +108,11 @@ class Segmenter:
             out[i:i + batch_size] = np.asarray(self.model.predict_on_batch(batch))[..., 0]
         return out
 
+    def record(self) -> dict:
+        """Which weights these are and the Dice they had on held-out real patients (for reports)."""
+        return {"path": str(self.path), "sha256": self.sha256, "heldout_dice": heldout_dice(self.metrics),
+                "heldout_images": (self.metrics.get("heldout_real") or {}).get("n")}
+
     def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Lung masks at the input size.
 
@@ -165,6 +170,35 @@ def load_segmenter(path: str | Path | None = None) -> Segmenter:
     mpath = metrics_path(path)
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {}
     return Segmenter(model, path, _sha256(path), path.stat().st_size, metrics)
+
+
+def heldout_dice(metrics: dict) -> float | None:
+    """Mean Dice on the held-out real patients from a ``lungs.json`` record (None when it has none).
+
+    Args:
+        metrics: The record (``heldout_real.dice_mean``; a flat ``dice`` key is read too).
+
+    Returns:
+        The Dice, or None.
+    """
+    value = (metrics.get("heldout_real") or {}).get("dice_mean", metrics.get("dice"))
+    return float(value) if isinstance(value, int | float) else None
+
+
+def installed_segmenter(log=print) -> Segmenter | None:
+    """The shipped segmenter (:data:`DEFAULT_WEIGHTS`), or None with one line saying why.
+
+    Args:
+        log: Where the line goes when there is no usable segmenter.
+
+    Returns:
+        The :class:`Segmenter`, or None.
+    """
+    try:
+        return load_segmenter(None)
+    except WeightsError as err:
+        log(f"no lung segmenter ({err}); images without a lung mask fall back")
+        return None
 
 
 def lung_bbox(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:

@@ -3,10 +3,12 @@ leave-one-source-out training.
 
 * Outside the lungs: the share of attribution energy (``robustness.cam_method`` on
   ``robustness.cam_layer``, for the predicted class) outside the lung mask, for images whose
-  manifest gives one. Without a mask the lung field is unknown and the share is measured in an
-  approximation of where burned-in text markers and labels sit: the border band of
-  ``robustness.border`` (12%) of each side. A uniform map would put ``1 - (1 - 2 * 0.12) ** 2`` =
-  42% of its energy there (``uniform_baseline``); a model that reads markers puts more.
+  manifest gives one. Without a mask, the lungs predicted by the shipped lung segmenter
+  (:mod:`covidxray.lungs.segment`; the report names it and its held-out Dice). Only when no
+  segmenter is installed is the share measured in an approximation of where burned-in text markers
+  and labels sit: the border band of ``robustness.border`` (12%) of each side. A uniform map would
+  put ``1 - (1 - 2 * 0.12) ** 2`` = 42% of its energy there (``uniform_baseline``); a model that
+  reads markers puts more.
 * Per source: metrics of each ``source`` (``source_repo`` in cxr-dev) separately, and whether
   source and class are confounded, i.e. some source holds a single class. Then the source alone
   predicts that class, and a per-source score may measure recognition of the source (scanner,
@@ -36,6 +38,7 @@ from covidxray.data.pipeline import DataError
 from covidxray.evaluation.evaluate import evaluation_set
 from covidxray.evaluation.scoring import open_run, score_set
 from covidxray.explain.localisation import energy_share
+from covidxray.lungs.segment import installed_segmenter
 from covidxray.robustness.shortcut import attribution, train_or_reuse
 from covidxray.robustness.sweep import point_metrics
 from covidxray.style import class_color
@@ -50,25 +53,36 @@ def border_mask(size: int, frac: float) -> np.ndarray:
     return mask
 
 
-def outside_regions(table: pd.DataFrame, size: int, border: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, the region counted as outside the lungs, and whether it comes from a lung mask.
+def outside_regions(table: pd.DataFrame, size: int, border: float, images: np.ndarray | None = None,
+                    segmenter=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the region counted as outside the lungs, and where its lung field came from.
+
+    Args:
+        table: Rows of the images (``lung_mask`` column optional).
+        size: Model input size.
+        border: Border-band fraction (the fallback without any lung field).
+        images: ``(N, size, size[, 1])`` 0-255 images, for the segmenter.
+        segmenter: A :class:`covidxray.lungs.segment.Segmenter` for the images without a mask, or None.
 
     Returns:
-        ``(regions, from_mask)``: ``(N, size, size)`` bool (outside the lung mask where the table's
-        ``lung_mask`` names a readable file, else :func:`border_mask`) and ``(N,)`` bool.
+        ``(regions, kind)``: ``(N, size, size)`` bool (outside the lung mask where the table's
+        ``lung_mask`` names a readable file, else outside the predicted lungs, else :func:`border_mask`)
+        and ``(N,)`` str: ``"mask"``, ``"predicted"`` or ``"band"``.
     """
     from covidxray.data.cache import resize_mask
 
     band = border_mask(size, border)
     files = table["lung_mask"] if "lung_mask" in table else pd.Series([""] * len(table))
-    regions, from_mask = [], []
-    for f in files.fillna(""):
-        lung = read_mask(f) if f and Path(f).is_file() else None
-        if lung is not None:
-            lung = resize_mask(lung, size)
-        regions.append(band if lung is None else ~lung)
-        from_mask.append(lung is not None)
-    return np.stack(regions), np.array(from_mask)
+    lungs = [resize_mask(read_mask(f), size) if f and Path(f).is_file() else None for f in files.fillna("")]
+    kind = np.array(["mask" if m is not None else "band" for m in lungs], dtype=object)
+    missing = np.flatnonzero(kind == "band")
+    if len(missing) and segmenter is not None and images is not None:
+        gray = np.asarray(images)[missing].reshape(len(missing), size, size)
+        for i, m in zip(missing, segmenter.predict(np.clip(gray, 0, 255).astype(np.uint8)), strict=True):
+            if m.any():
+                lungs[i], kind[i] = m, "predicted"
+    regions = np.stack([band if m is None else ~m for m in lungs])
+    return regions, kind
 
 
 def source_confounding(labels: pd.Series, sources: pd.Series) -> dict:
@@ -127,7 +141,9 @@ def probe_run(run_dir: str | Path, data: str | Path | None = None, split: str = 
     cfg, classes, table = loaded["cfg"], loaded["classes"], s["table"]
     rc = cfg.robustness
     maps = attribution(loaded["model"], s["images"], rc, cfg.train.batch_size)
-    regions, from_mask = outside_regions(table, s["images"].shape[1], rc.border)
+    missing = "lung_mask" not in table or table["lung_mask"].fillna("").astype(str).eq("").any()
+    seg = installed_segmenter(log) if missing else None
+    regions, kind = outside_regions(table, s["images"].shape[1], rc.border, s["images"], seg)
     share = energy_share(maps, regions)
     has_source = "source" in table and table["source"].astype(str).str.strip().ne("").all()
     per_source = None
@@ -141,9 +157,11 @@ def probe_run(run_dir: str | Path, data: str | Path | None = None, split: str = 
         "cam": {"method": rc.cam_method, "layer": rc.cam_layer, "target": "predicted class"},
         "outside_lung": {
             "mean": _nanmean(share), "by_class": {c: _nanmean(share[s["y"] == k]) for k, c in enumerate(classes)},
-            "uniform_baseline": float(regions.mean()), "n_lung_masks": int(from_mask.sum()),
-            "n_border_band": int((~from_mask).sum()),
-            "definition": f"outside the lung mask where one exists, else the outer {rc.border:.0%} of each side"},
+            "uniform_baseline": float(regions.mean()), "n_lung_masks": int((kind == "mask").sum()),
+            "n_predicted_lungs": int((kind == "predicted").sum()), "n_border_band": int((kind == "band").sum()),
+            "lung_segmenter": seg.record() if (kind == "predicted").any() else None,
+            "definition": "outside the lung mask where one exists, else outside the lungs the segmenter "
+                          f"predicted, else the outer {rc.border:.0%} of each side"},
         "sources": source_confounding(table["label"], table["source"]) if has_source else None,
         "per_source": per_source,
     }
@@ -162,7 +180,11 @@ def format_probe(report: dict) -> str:
     o = report["outside_lung"]
     lines = [f"{report['dataset']} (split {report['split']}), n={report['n']}: attribution energy outside the lungs "
              f"{f(o['mean'])} (uniform map {o['uniform_baseline']:.3f}; {o['n_lung_masks']} lung masks, "
-             f"{o['n_border_band']} border-band approximations)"]
+             f"{o.get('n_predicted_lungs', 0)} predicted lungs, {o['n_border_band']} border-band approximations)"]
+    seg = o.get("lung_segmenter")
+    if seg:
+        lines.append(f"  predicted lungs: {seg['path']} (held-out Dice {f(seg['heldout_dice'])} on "
+                     f"{seg['heldout_images']} real films of unseen patients)")
     lines += [f"  {c}: {f(v)}" for c, v in o["by_class"].items()]
     for src, m in (report["per_source"] or {}).items():
         lines.append(f"source {src} (n={m['n']}): accuracy {f(m['accuracy'])}, macro-AUC {f(m['macro_auc'])}")
