@@ -29,7 +29,7 @@ def external_json(run_dir: str | Path, dataset: str) -> dict:
     """The external report of ``run_dir`` on the dataset named ``dataset``.
 
     Args:
-        run_dir: Run folder.
+        run_dir: Run folder, or an ``external.json`` itself.
         dataset: The external set's folder name (the report lives in ``RUN/eval/<dataset>/``).
 
     Returns:
@@ -38,7 +38,8 @@ def external_json(run_dir: str | Path, dataset: str) -> dict:
     Raises:
         RunError: When the report does not exist (naming the command that writes it).
     """
-    path = Path(run_dir) / "eval" / dataset / "external.json"
+    path = Path(run_dir)
+    path = path if path.is_file() else path / "eval" / dataset / "external.json"
     if not path.is_file():
         raise RunError(f"{path}: no external report; run `covidxray evaluate {run_dir} --data .../{dataset}`")
     return json.loads(path.read_text())
@@ -68,7 +69,7 @@ def run_row(run_dir: str | Path, dataset: str, name: str | None = None) -> dict:
     """
     rep = external_json(run_dir, dataset)
     row: dict = {"run": name or Path(run_dir).name, "threshold": rep["threshold"]}
-    hist = Path(run_dir) / "history.csv"
+    hist = Path(rep["run"]) / "history.csv"
     row["epochs"] = len(pd.read_csv(hist)) if hist.is_file() else None
     for col, key in METRICS:
         m = rep["metrics"][key]
@@ -97,6 +98,22 @@ def runs_table(runs: Sequence[str | Path] | dict, dataset: str) -> pd.DataFrame:
     """
     items = runs.items() if isinstance(runs, dict) else [(None, r) for r in runs]
     return pd.DataFrame([run_row(r, dataset, name) for name, r in items])
+
+
+def finished(folder: str | Path, dataset: str) -> dict[str, Path]:
+    """The runs under ``folder`` (e.g. ``models/mitigations``) that have an external report on ``dataset``.
+
+    Args:
+        folder: Folder of run folders (absent: none).
+        dataset: External set name.
+
+    Returns:
+        ``{run name: run folder}``, sorted by name.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir()) if (p / "eval" / dataset / "external.json").is_file()}
 
 
 def to_markdown(table: pd.DataFrame) -> str:
