@@ -12,6 +12,7 @@ import pytest
 from covidxray.config import load_config
 from covidxray.data import cache, inputs, lungsource
 from covidxray.errors import ConfigError
+from covidxray.runinfo import file_sha256
 
 S = 64
 
@@ -28,7 +29,7 @@ class BoxSegmenter:
 
     def __init__(self, path):
         self.box = json.loads(open(path).read())["box"]
-        self.sha256 = lungsource.file_sha(path)
+        self.sha256 = file_sha256(path)
         self.metrics = {"dice": 0.9}
 
     def predict(self, images):
@@ -133,7 +134,7 @@ def test_predict_applies_the_runs_own_crop(tmp_path, phantom_dir, box_segmenter)
     model.save(run / "model.keras")
     cfg = load_config([], [f"data.lung_weights={box_segmenter}", "data.lung_field=crop", "data.normalize=clahe"])
     seg, record = lungsource.install(cfg, run, log=lambda *_: None)
-    assert record["sha256"] == lungsource.file_sha(run / "lungs.keras") and record["dice"] == 0.9
+    assert record["sha256"] == file_sha256(run / "lungs.keras") and record["dice"] == 0.9
     spec = inputs.for_config(cfg, seg).spec
     meta = {"classes": CLASSES, "positive_class": CLASSES[0], "image_size": size, "preprocessing": PREPROCESSING,
             "mitigations": {"input": spec.to_dict(), "lung_segmenter": record}}
@@ -164,7 +165,7 @@ def test_training_pins_the_segmenter_and_its_masks_key_the_cache(tmp_path, phant
     model_inputs, record = prepare_inputs(cfg, run, log=lambda *_: None)
     assert (run / "lungs.keras").read_bytes() == box_segmenter.read_bytes()
     seg = record["lung_segmenter"]
-    assert seg["sha256"] == record["input"]["segmenter_sha256"] == lungsource.file_sha(box_segmenter)
+    assert seg["sha256"] == record["input"]["segmenter_sha256"] == file_sha256(box_segmenter)
     assert seg["dice"] == 0.9
     a = model_inputs.cached(base)
     assert (a[:, :S // 4 - 4] == 0).all()  # outside the box grown by the 5% margin (3 px)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from covidxray import atomic, paths
 from covidxray.errors import RunError
+from covidxray.runinfo import file_sha256
 
 LUNGS_FILE = "lungs.keras"
 
@@ -61,7 +62,7 @@ def install(cfg, run: Path, log=print):
     src = paths.from_config(cfg["data"]["lung_weights"])
     seg = load_segmenter(src)
     target = Path(run) / LUNGS_FILE
-    if not target.is_file() or file_sha(target) != seg.sha256:
+    if not target.is_file() or file_sha256(target) != seg.sha256:
         with atomic.atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
     record_file = src.with_suffix(".json")  # the segmenter's own record (held-out metrics), read by its loader
@@ -74,15 +75,9 @@ def install(cfg, run: Path, log=print):
     return seg, record
 
 
-def file_sha(path: Path) -> str:
-    from covidxray.runinfo import file_sha256
-
-    return file_sha256(path)
-
-
 @functools.lru_cache(maxsize=4)
 def _load_pinned(path: str, mtime_ns: int, sha256: str):
-    actual = file_sha(Path(path))
+    actual = file_sha256(Path(path))
     if actual != sha256:
         raise RunError(f"{path}: lung segmenter sha256 {actual[:12]} differs from run.json's {sha256[:12]}; "
                        "the run's masks cannot be reproduced")

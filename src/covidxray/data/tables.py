@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import pandas as pd
 
 from covidxray import atomic
 from covidxray.errors import DiskSpaceError, TableError
+from covidxray.runinfo import file_sha256
 
 SIDECAR_SUFFIX = ".meta.json"
 FORMAT = "covidxray-table/1"
@@ -74,12 +74,6 @@ def read_meta(path: str | Path) -> dict | None:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _ends_with_newline(path: Path) -> bool:
@@ -118,7 +112,7 @@ def write_table(df: pd.DataFrame, path: str | Path, writer: str) -> Path:
         atomic.write_csv(df, path)
         stage = "sidecar"
         meta = {"format": FORMAT, "writer": writer, "rows": len(df), "columns": [str(c) for c in df.columns],
-                "sha256": _sha256(path)}
+                "sha256": file_sha256(path)}
         atomic.write_json(sidecar(path), meta)
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -200,7 +194,7 @@ def read_table(path: str | Path, required: Sequence[str], kind: str = "table", d
         if meta.get("rows") != n_rows:
             raise TableError(f"{shown(path)}: {n_rows} rows but {table.writer or 'covidxray'} wrote "
                              f"{meta.get('rows')}: the file is truncated or incomplete; {note}")
-        table.verified = meta.get("sha256") == _sha256(path)
+        table.verified = meta.get("sha256") == file_sha256(path)
         if not table.verified and not _ends_with_newline(path):  # the last row cut inside its last field
             raise TableError(f"{shown(path)}: the last row is cut short (no final newline, and the bytes "
                              f"differ from what {table.writer or 'covidxray'} wrote): truncated; {note}")

@@ -12,7 +12,6 @@ atlases with nonrigid registration. IEEE Trans Med Imaging 2014;33(2):577-590.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from covidxray import paths
 from covidxray.errors import WeightsError
+from covidxray.runinfo import file_sha256
 
 DEFAULT_WEIGHTS: Path = paths.ROOT / "models" / "lungs" / "lungs.keras"
 THRESHOLD = 0.5
@@ -33,12 +33,6 @@ def metrics_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
@@ -169,7 +163,7 @@ def load_segmenter(path: str | Path | None = None) -> Segmenter:
                            "run `covidxray lungs train` to rebuild it") from None
     mpath = metrics_path(path)
     metrics = json.loads(mpath.read_text()) if mpath.is_file() else {}
-    return Segmenter(model, path, _sha256(path), path.stat().st_size, metrics)
+    return Segmenter(model, path, file_sha256(path), path.stat().st_size, metrics)
 
 
 def heldout_dice(metrics: dict) -> float | None:

@@ -67,17 +67,14 @@ def _dice_text(metrics) -> str:
 
 
 def lung_segmenter(log: Callable[[str], None] = print):
-    """``(segmenter, description)`` from :mod:`covidxray.lungs.segment`, or ``(None, why)``."""
-    try:
-        from covidxray.lungs.segment import load_segmenter
-    except ImportError:
-        return None, "no lung segmenter in this version of the package: contour only for images with a known mask"
-    try:
-        seg = load_segmenter(None)
-    except Exception as err:  # a broken segmenter must not stop the viewer
-        log(f"lung segmenter not loaded ({type(err).__name__}: {err}); no predicted contour")
-        return None, f"lung segmenter not loaded ({err})"
-    return seg, f"lung contour predicted by the lung segmenter ({_dice_text(getattr(seg, 'metrics', None))})"
+    """``(segmenter, description)``: the shipped segmenter (:func:`covidxray.lungs.segment.installed_segmenter`),
+    or ``(None, why)``."""
+    from covidxray.lungs.segment import installed_segmenter
+
+    seg = installed_segmenter(log)
+    if seg is None:
+        return None, "no lung segmenter installed: a contour only for images with a known mask"
+    return seg, f"lung contour predicted by the lung segmenter ({_dice_text(seg.metrics)})"
 
 
 class Viewer:
