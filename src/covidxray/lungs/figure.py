@@ -78,7 +78,7 @@ def contour_figure(segmenter, films: Sequence[dict]) -> Figure:
     for f in films:
         groups.setdefault((f["dataset"], f["source"]), []).append(f)
     ncols = max(len(g) for g in groups.values())
-    fig = Figure(figsize=(2.4 * ncols, 2.6 * len(groups)))
+    fig = Figure(figsize=(2.0 * ncols, 2.1 * len(groups)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(groups), ncols, squeeze=False))
     for r, ((dataset, source), group) in enumerate(groups.items()):
         for c in range(ncols):
