@@ -167,7 +167,7 @@ def test_predicted_lung_contour_when_a_segmenter_exists(viewer_run, monkeypatch,
             return out
 
     fake = types.ModuleType("covidxray.lungs.segment")
-    fake.load_segmenter = lambda path: Seg()
+    fake.installed_segmenter = lambda log=print: Seg()
     monkeypatch.setitem(sys.modules, "covidxray.lungs", types.ModuleType("covidxray.lungs"))
     monkeypatch.setitem(sys.modules, "covidxray.lungs.segment", fake)
     v = Viewer(viewer_run, log=lambda *_: None)

@@ -28,7 +28,9 @@ def describe_augment(aug: Mapping) -> str:
 
 def single_layer_configs(aug: Mapping) -> dict[str, dict]:
     """Augment configs with one layer switched on at a time (the config's factor), then the full pipeline."""
-    off = {**dict.fromkeys(AUG_FORMATS, 0.0), "horizontal_flip": False}
+    # every other key as configured, but each layer and each acquisition step (``*_p``) switched off
+    off = {**aug, **{k: 0.0 for k in aug if k.endswith("_p")}, **dict.fromkeys(AUG_FORMATS, 0.0),
+           "horizontal_flip": False}
     out = {k: {**off, k: aug[k]} for k in AUG_FORMATS if aug[k]}
     if aug["horizontal_flip"]:
         out["horizontal_flip"] = {**off, "horizontal_flip": True}
