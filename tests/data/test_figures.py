@@ -187,8 +187,12 @@ def test_augment_descriptions():
     configs = augment_figures.single_layer_configs({**aug, "zoom": 0.0, "horizontal_flip": True})
     assert list(configs) == ["rotation", "translation", "shear", "contrast", "brightness", "horizontal_flip",
                              "full pipeline"]
-    assert configs["rotation"] == {"rotation": 10.0, "translation": 0.0, "zoom": 0.0, "shear": 0.0,
-                                   "contrast": 0.0, "brightness": 0.0, "horizontal_flip": False}
+    layer = configs["rotation"]
+    assert {k: layer[k] for k in ("rotation", "translation", "zoom", "shear", "contrast", "brightness",
+                                  "horizontal_flip")} == {"rotation": 10.0, "translation": 0.0, "zoom": 0.0, "shear": 0.0,
+                                                          "contrast": 0.0, "brightness": 0.0, "horizontal_flip": False}
+    steps = [k for k in layer if k.endswith("_p")]  # the acquisition steps: present, and off
+    assert len(steps) == 8 and all(layer[k] == 0.0 for k in steps) and layer["gamma"] == aug["gamma"]
     assert configs["horizontal_flip"]["horizontal_flip"] and configs["full pipeline"]["zoom"] == 0.0
 
 
