@@ -35,23 +35,43 @@ def test_run_folder_is_complete(smoke_run):
     assert list(hist["epoch"]) == [0, 1] and {"loss", "val_loss", "val_accuracy"} <= set(hist.columns)
 
 
-def test_reloaded_model_and_savedmodel_predict_like_the_trained_weights(smoke_run):
+def test_model_keras_holds_the_best_epoch_and_the_export_predicts_like_it(smoke_run):
     import keras
     import tensorflow as tf
 
-    from covidxray import models
-    from covidxray.runinfo import load_run
+    from covidxray import runinfo
+    from covidxray.data.cache import cached_images
+    from covidxray.data.inputs import for_run
+    from covidxray.data.pipeline import read_splits
+    from covidxray.evaluation.predict import model_probs
 
+    model, meta = runinfo.load_run(smoke_run)
+    cfg = runinfo.run_config(smoke_run)
+    val = read_splits(smoke_run / "splits.csv", meta["classes"]).query("split == 'val'")
+    images = cached_images(list(val["path"]), meta["image_size"], cfg, for_run(dict(meta)))
+    y = keras.utils.to_categorical([meta["classes"].index(c) for c in val["label"]], len(meta["classes"]))
+    probs = model_probs(model, images, cfg.train.batch_size)
+    loss = float(keras.losses.CategoricalCrossentropy(label_smoothing=cfg.train.label_smoothing)(y, probs))
+    hist = pd.read_csv(smoke_run / "history.csv")
+    assert loss == pytest.approx(hist["val_loss"].min(), abs=1e-5), (loss, list(hist["val_loss"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, 75, 75, 1)).astype("float32")
-    model, meta = load_run(smoke_run)
-    trained, _ = models.build_model(meta["classes"], "inceptionv3", 75, "none")
-    trained.load_weights(smoke_run / "scratch.weights.h5")
-    expected = trained.predict(x, verbose=0)
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-5)
     exported = tf.saved_model.load(str(smoke_run / "saved_model"))  # keep a reference: it owns the variables
-    served = exported.serve(tf.constant(x)).numpy()
-    np.testing.assert_allclose(served, expected, atol=1e-5)
+    np.testing.assert_allclose(exported.serve(tf.constant(x)).numpy(), model.predict(x, verbose=0), atol=1e-5)
     assert isinstance(model, keras.Model)
+
+
+def test_a_finished_run_keeps_its_model_not_its_resume_points(smoke_run):
+    import zipfile
+
+    import h5py
+
+    names = {p.name for p in smoke_run.iterdir()}
+    assert {"model.keras", "saved_model", "run.json", "history.csv", "ood_stats.npz"} <= names
+    assert not [n for n in names if n.endswith(".weights.h5")] and "backup" not in names, sorted(names)
+    with zipfile.ZipFile(smoke_run / "model.keras") as z, z.open("model.weights.h5") as fh:
+        assert "optimizer" not in h5py.File(fh, "r")  # the moments would triple the file
+    done = subprocess.run(CLI + ["train", "--resume", str(smoke_run)], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0 and "is a finished run: nothing to resume" in done.stdout + done.stderr, done.stderr
 
 
 def test_training_never_reads_the_test_split(tmp_path, phantom_dir, smoke_cfg, monkeypatch):

@@ -124,6 +124,11 @@ def _load_state(run: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {"stages_done": [], "wall_s": 0.0}
 
 
+def _finished(run: Path) -> bool:
+    f = run / "run.json"
+    return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
+
+
 def _clean_run_folder(run: Path) -> None:
     """Remove what killed writers left behind: temporary files in the run and its backup folders."""
     atomic.remove_stale_tmp(run)
@@ -180,10 +185,15 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     from covidxray.training.checkpoints import (
         export_atomic,
         load_first_good,
+        remove_resume_points,
         save_model_atomic,
         save_weights_atomic,
     )
 
+    if resume and _finished(run):
+        remove_resume_points(run, ("scratch", "stage1", "stage2"))  # a kill may have come just before
+        log(f"{run} is a finished run: nothing to resume")
+        return run
     if resume:
         cfg = load_config([run / "config.yaml"])
         log(f"resuming {run}")
@@ -286,13 +296,14 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
 
     save_model_atomic(model, run / "model.keras")
     export_atomic(model, run / "saved_model")
-    meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
-                epochs_run=int(len(hist)), finished=datetime.now(UTC).isoformat())
-    runinfo.write_json(run / "run.json", meta)
     from covidxray.training.hparams import write_hparams  # tensorboard --logdir models compares runs
 
     last = hist.iloc[-1] if len(hist) else {}
     write_hparams(run, cfg.to_dict(), {k: float(last[k]) for k in ("val_accuracy", "val_loss", "val_auc", "accuracy",
                                                                     "loss") if k in last}, int(len(hist)))
+    meta.update(status="finished", wall_s=round(state["wall_s"], 1), stage_s=state["stage_s"], stages=stages,
+                epochs_run=int(len(hist)), finished=datetime.now(UTC).isoformat())
+    runinfo.write_json(run / "run.json", meta)
+    remove_resume_points(run, stages)  # after "finished": a kill before it leaves a resumable run
     log(f"run folder: {run}")
     return run
