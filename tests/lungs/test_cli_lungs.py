@@ -86,6 +86,19 @@ def test_shipped_weights_segment_fresh_phantoms():
     assert small.shape == (2, 128, 128)
 
 
+def test_fill_missing_predicts_only_the_images_without_lungs():
+    seg = load_segmenter()
+    images, masks = phantom_set(3, 128, seed=4242)
+    given = masks.copy()
+    given[[0, 2]] = False  # images 0 and 2 have no mask; image 1 keeps its own
+    given[1, :5, :5] = True  # (a mark no segmenter would draw: proves image 1 was not predicted)
+    images[2] = 0  # a black image: nothing to predict, so it stays without lungs
+    filled, predicted = seg.fill_missing(given, images)
+    assert list(predicted) == [0] and not filled[2].any() and not given[0].any()  # the input is not changed
+    assert (filled[1] == given[1]).all()
+    assert score_masks(filled[:1], masks[:1])["dice"].iloc[0] > 0.85
+
+
 def test_shipped_record_has_what_the_card_promises():
     rec = json.loads(metrics_path(DEFAULT_WEIGHTS).read_text())
     assert {"heldout_real", "heldout_phantoms", "heldout_patients", "seed", "command", "training_data"} <= set(rec)

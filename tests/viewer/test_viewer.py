@@ -138,13 +138,16 @@ def test_default_method_from_the_runs_checks(tmp_path):
 
 
 def test_model_card_panel(viewer_run, tmp_path):
-    meta = json.loads((viewer_run / "run.json").read_text())
+    import shutil
+
     run = tmp_path / "run"
     run.mkdir()
-    text = card.model_card(run, meta)
-    assert f"`covidxray card {run}` writes the full card" in text and "COVID-19, Normal, Viral Pneumonia" in text
+    shutil.copy(viewer_run / "run.json", run / "run.json")
+    text = card.model_card(run)
+    assert f"`covidxray card {run}` saves it as MODEL_CARD.md" in text and "## Intended use" in text
+    assert "COVID-19, Normal, Viral Pneumonia" in text
     (run / "MODEL_CARD.md").write_text("# Model card\nintended use: research\n")
-    assert card.model_card(run, meta) == "# Model card\nintended use: research\n"
+    assert card.model_card(run) == "# Model card\nintended use: research\n"
     assert f"`covidxray evaluate {run}` writes" in card.test_operating_point(run)
     (run / "eval" / "test").mkdir(parents=True)
     (run / "eval" / "test" / "metrics.json").write_text(json.dumps(
@@ -173,7 +176,7 @@ def test_predicted_lung_contour_when_a_segmenter_exists(viewer_run, monkeypatch,
     v = Viewer(viewer_run, log=lambda *_: None)
     shutil.copy(v.examples[0], tmp_path / "copy.png")
     a = v.analyse(fx.write_png16(tmp_path / "unknown.png"))
-    assert a.lungs == "lung contour predicted by the lung segmenter (held-out Dice 0.943 on 12 real films, 0.990 on 60 phantoms)"
+    assert a.lungs == "lung contour predicted by the lung segmenter (held-out Dice 0.943 on 12 real films of unseen patients, 0.990 on 60 phantoms)"
     assert v.analyse(tmp_path / "copy.png").lungs == "lung contour from the dataset's mask"
 
 

@@ -186,20 +186,16 @@ def predict_missing_lungs(masks: dict[str, np.ndarray], images: np.ndarray, log:
         None when every image had a lung mask (or no segmenter is installed), else the segmenter's
         record (:meth:`~covidxray.lungs.segment.Segmenter.record`) with ``n`` predicted.
     """
-    from covidxray.lungs.segment import installed_segmenter
+    from covidxray.lungs.segment import dice_text, installed_segmenter
 
     n, size = len(images), images.shape[1]
     lung = masks.get("lung", np.zeros((n, size, size), bool))
-    missing = np.flatnonzero(~lung.reshape(n, -1).any(axis=1))
-    seg = installed_segmenter(log) if len(missing) else None
+    seg = installed_segmenter(log) if not lung.reshape(n, -1).any(axis=1).all() else None
     if seg is None:
         return None
-    lung = lung.copy()
-    lung[missing] = seg.predict(np.clip(images[missing].reshape(len(missing), size, size), 0, 255).astype(np.uint8))
-    masks["lung"] = lung
-    rec = {**seg.record(), "n": int(len(missing))}
-    log(f"{len(missing)} image(s) without a lung mask: lungs predicted by {rec['path']} "
-        f"(held-out Dice {rec['heldout_dice']} on real films of unseen patients)")
+    masks["lung"], predicted = seg.fill_missing(lung, images)
+    rec = {**seg.record(), "n": int(len(predicted))}
+    log(f"{len(predicted)} image(s) without a lung mask: lungs predicted by {rec['path']} ({dice_text(seg.metrics)})")
     return rec
 
 

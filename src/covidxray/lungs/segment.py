@@ -127,6 +127,29 @@ class Segmenter:
             out[i] = clean_mask(p >= THRESHOLD)
         return out
 
+    def fill_missing(self, lungs: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predict the lungs of the images whose lung mask is empty; the others keep theirs.
+
+        Args:
+            lungs: ``(N, S, S)`` bool lung masks, all False where an image has none.
+            images: ``(N, S, S[, 1])`` 0-255 images at the same size.
+
+        Returns:
+            ``(lungs, predicted)``: a copy with the predicted masks filled in, and the indices of the
+            images whose lungs were predicted (an empty prediction leaves the mask empty and the
+            index out).
+        """
+        lungs = np.array(lungs, bool, copy=True)
+        n, size = lungs.shape[0], lungs.shape[1]
+        missing = np.flatnonzero(~lungs.reshape(n, -1).any(axis=1))
+        if not len(missing):
+            return lungs, missing
+        gray = np.clip(np.asarray(images)[missing].reshape(len(missing), size, size), 0, 255).astype(np.uint8)
+        found = self.predict(gray)
+        hit = found.reshape(len(missing), -1).any(axis=1)
+        lungs[missing[hit]] = found[hit]
+        return lungs, missing[hit]
+
 
 def _resize_image(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape == (size, size):
@@ -177,6 +200,16 @@ def heldout_dice(metrics: dict) -> float | None:
     """
     value = (metrics.get("heldout_real") or {}).get("dice_mean", metrics.get("dice"))
     return float(value) if isinstance(value, int | float) else None
+
+
+def dice_text(metrics: dict) -> str:
+    """``held-out Dice 0.943 on 12 real films of unseen patients, 0.991 on 60 phantoms`` from a ``lungs.json`` record."""
+    parts = []
+    for key, what in (("heldout_real", "real films of unseen patients"), ("heldout_phantoms", "phantoms")):
+        rec = (metrics or {}).get(key) or {}
+        if isinstance(rec.get("dice_mean"), int | float):
+            parts.append(f"{rec['dice_mean']:.3f} on {rec.get('n', '?')} {what}")
+    return "held-out Dice " + ", ".join(parts) if parts else "held-out Dice not recorded"
 
 
 def installed_segmenter(log=print) -> Segmenter | None:

@@ -73,15 +73,14 @@ def outside_regions(table: pd.DataFrame, size: int, border: float, images: np.nd
 
     band = border_mask(size, border)
     files = table["lung_mask"] if "lung_mask" in table else pd.Series([""] * len(table))
-    lungs = [resize_mask(read_mask(f), size) if f and Path(f).is_file() else None for f in files.fillna("")]
-    kind = np.array(["mask" if m is not None else "band" for m in lungs], dtype=object)
-    missing = np.flatnonzero(kind == "band")
-    if len(missing) and segmenter is not None and images is not None:
-        gray = np.asarray(images)[missing].reshape(len(missing), size, size)
-        for i, m in zip(missing, segmenter.predict(np.clip(gray, 0, 255).astype(np.uint8)), strict=True):
-            if m.any():
-                lungs[i], kind[i] = m, "predicted"
-    regions = np.stack([band if m is None else ~m for m in lungs])
+    read = [resize_mask(read_mask(f), size) if f and Path(f).is_file() else None for f in files.fillna("")]
+    kind = np.array(["mask" if m is not None else "band" for m in read], dtype=object)
+    lungs = np.stack([np.zeros((size, size), bool) if m is None else m for m in read]) if read else \
+        np.zeros((0, size, size), bool)
+    if (kind == "band").any() and segmenter is not None and images is not None:
+        lungs, predicted = segmenter.fill_missing(lungs, images)
+        kind[predicted] = "predicted"
+    regions = np.where((kind == "band")[:, None, None], band[None], ~lungs)
     return regions, kind
 
 

@@ -1,7 +1,7 @@
 """Texts of the viewer's side panel: the run's model card and the operating point's test numbers.
 
 ``covidxray card RUN`` writes ``RUN/MODEL_CARD.md`` (the model-card format of Mitchell et al. 2019);
-the panel shows it when present and otherwise a short summary from ``run.json`` with that hint.
+the panel shows it when present and otherwise the same card made from the run folder on the spot.
 The COVID-19 decision's sensitivity and specificity come from ``RUN/eval/test/metrics.json``
 (``covidxray evaluate RUN``; operating point chosen on validation, 95% stratified bootstrap intervals).
 
@@ -15,7 +15,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-CARD = "MODEL_CARD.md"
+from covidxray.report.card import CARD, card_markdown
+
 TEST_METRICS = Path("eval") / "test" / "metrics.json"
 
 
@@ -38,29 +39,12 @@ def test_operating_point(run: str | Path) -> str:
             f"{_ci(ci, 'sensitivity')} and specificity {spec:.3f}{_ci(ci, 'specificity')} (95% CI)")
 
 
-def run_summary(run: str | Path, meta: Mapping) -> str:
-    """Markdown summary of ``run.json`` for runs without a model card."""
-    counts = meta.get("counts") or {}
-    per_split = {s: sum(int(c.get(s, 0)) for c in counts.values()) for s in ("train", "val", "test")}
-    lines = [f"### Run `{Path(run).name}`",
-             f"- classes: {', '.join(meta['classes'])}; input {meta['image_size']} px grayscale",
-             f"- backbone: {meta.get('backbone', '?')}; weights: {meta.get('weights_source', '?')}"]
-    if counts:
-        lines.append(f"- images: {per_split['train']} train / {per_split['val']} val / {per_split['test']} test")
-    if meta.get("epochs_run") is not None:
-        lines.append(f"- epochs: {meta['epochs_run']}; wall time {float(meta.get('wall_s', 0)) / 60:.0f} min")
-    if meta.get("finished"):
-        lines.append(f"- finished: {meta['finished']}; git {str(meta.get('git_sha', '?'))[:10]}")
-    lines.append(f"\n`covidxray card {run}` writes the full card ({CARD}).")
-    return "\n".join(lines)
-
-
-def model_card(run: str | Path, meta: Mapping) -> str:
-    """``RUN/MODEL_CARD.md`` when present, else :func:`run_summary`."""
+def model_card(run: str | Path) -> str:
+    """``RUN/MODEL_CARD.md`` when present, else the card :func:`covidxray.report.card.card_markdown` writes."""
     path = Path(run) / CARD
     if path.is_file():
         try:
             return path.read_text()
         except (OSError, UnicodeDecodeError) as err:
-            return f"{CARD} unreadable ({err})\n\n" + run_summary(run, meta)
-    return run_summary(run, meta)
+            return f"{CARD} unreadable ({err}); the card made from the run folder now:\n\n" + card_markdown(run)
+    return f"*Made from the run folder now: `covidxray card {run}` saves it as {CARD}.*\n\n" + card_markdown(run)

@@ -56,25 +56,15 @@ class Analysis:
     ood_score: float | None = None
 
 
-def _dice_text(metrics) -> str:
-    """``held-out Dice 0.943 on 12 real films, 0.991 on 60 phantoms`` from a segmenter's ``lungs.json`` record."""
-    parts = []
-    for key, what in (("heldout_real", "real films"), ("heldout_phantoms", "phantoms")):
-        rec = (metrics or {}).get(key) or {}
-        if isinstance(rec.get("dice_mean"), int | float):
-            parts.append(f"{rec['dice_mean']:.3f} on {rec.get('n', '?')} {what}")
-    return "held-out Dice " + ", ".join(parts) if parts else "held-out Dice not recorded"
-
-
 def lung_segmenter(log: Callable[[str], None] = print):
     """``(segmenter, description)``: the shipped segmenter (:func:`covidxray.lungs.segment.installed_segmenter`),
     or ``(None, why)``."""
-    from covidxray.lungs.segment import installed_segmenter
+    from covidxray.lungs.segment import dice_text, installed_segmenter
 
     seg = installed_segmenter(log)
     if seg is None:
         return None, "no lung segmenter installed: a contour only for images with a known mask"
-    return seg, f"lung contour predicted by the lung segmenter ({_dice_text(seg.metrics)})"
+    return seg, f"lung contour predicted by the lung segmenter ({dice_text(seg.metrics)})"
 
 
 class Viewer:
@@ -118,7 +108,7 @@ class Viewer:
             str(r["sha1"]): r for r in self.table.to_dict("records")}
         self.segmenter, self.segmenter_note = lung_segmenter(log) if segmenter else (None, "lung segmenter off")
         self.test_line = card.test_operating_point(self.run)
-        self.card = card.model_card(self.run, self.meta)
+        self.card = card.model_card(self.run)
         self._lock = threading.Lock()
         log(f"loaded {self.run}: {self.size} px, classes {', '.join(self.classes)}, CAM layer {self.layer}, "
             f"default method {self.default_method}")
