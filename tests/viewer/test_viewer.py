@@ -169,8 +169,10 @@ def test_predicted_lung_contour_when_a_segmenter_exists(viewer_run, monkeypatch,
             out[:, 10:50, 8:30] = True
             return out
 
+    from covidxray.lungs.segment import dice_text
+
     fake = types.ModuleType("covidxray.lungs.segment")
-    fake.installed_segmenter = lambda log=print: Seg()
+    fake.installed_segmenter, fake.dice_text = (lambda log=print: Seg()), dice_text
     monkeypatch.setitem(sys.modules, "covidxray.lungs", types.ModuleType("covidxray.lungs"))
     monkeypatch.setitem(sys.modules, "covidxray.lungs.segment", fake)
     v = Viewer(viewer_run, log=lambda *_: None)
