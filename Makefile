@@ -48,10 +48,16 @@ browser: ## Install headless Chromium + chromedriver (Debian packages) when miss
 	{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; } || \
 	echo "warning: could not install chromium + chromium-driver; tests/viewer/test_browser.py will fail"
 
+# the suite's run folders peak at about 4 GB in TMPDIR (benchmarks/suite_disk.py): say so before a full disk does
+DISK_CHECK := import shutil, tempfile; t = tempfile.gettempdir(); f = shutil.disk_usage(t).free / 1e9; \
+	f < 5 and print(f"warning: {f:.1f} GB free in {t}; the test suite needs about 4 GB there (set TMPDIR)")
+
 test: $(STAMP) browser ## Run the whole test suite (unit, data, model, notebooks)
+	@$(BIN)/python -c '$(DISK_CHECK)'
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) browser ## Skip the slow tests
+	@$(BIN)/python -c '$(DISK_CHECK)'
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: $(STAMP) ## ruff
