@@ -72,6 +72,34 @@ def test_sweep_summary_is_the_mean_over_corruptions_and_severities(swept):
         assert tta["effect"][m] == pytest.approx(want)
 
 
+def test_sweep_corrupts_the_film_before_the_runs_input_transform(smoke_run, tmp_path, monkeypatch):
+    """A run trained on equalized images sees a corrupted film equalized, as predict would show it."""
+    from covidxray.data.cache import cached_images
+    from covidxray.data.inputs import InputSpec, apply
+    from covidxray.data.pipeline import read_splits
+    from covidxray.robustness import sweep as sweep_module
+    from covidxray.runinfo import run_config
+
+    run = copy_run(smoke_run, tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta.setdefault("mitigations", {})["input"] = {"normalize": "equalize"}
+    (run / "run.json").write_text(json.dumps(meta))
+    seen, fed = [], []
+    real_corrupt, real_predict = sweep_module.corrupt, sweep_module.predict_raw
+    monkeypatch.setattr(sweep_module, "corrupt", lambda x, *a: seen.append(np.array(x)) or real_corrupt(x, *a))
+    monkeypatch.setattr(sweep_module, "predict_raw", lambda m, x, *a: fed.append(np.array(x)) or real_predict(m, x, *a))
+    report = sweep(run, corruptions=["contrast"], severities=[5], n_boot=20, log=lambda *_: None)
+    assert report["applied_at"].endswith("before the run's input transform")
+    assert report["input_transform"]["normalize"] == "equalize"
+    test = read_splits(run / "splits.csv", meta["classes"]).query("split == 'test'")
+    raw = np.asarray(cached_images(list(test["path"]), meta["image_size"], run_config(run)))
+    # the corruption gets the decoded films (the whole set per point, the first film for the example figure)
+    assert sum(np.array_equal(x, raw) for x in seen) == 2 and all(
+        np.array_equal(x, raw) or np.array_equal(x, raw[0]) for x in seen), [x.shape for x in seen]
+    want, _ = apply(real_corrupt(raw, "contrast", 5, report["seed"]), InputSpec(normalize="equalize"))
+    assert np.array_equal(fed[-1].reshape(want.shape), want)  # the model gets them corrupted, then equalized
+
+
 def test_sweep_figures_at_150_dpi(swept):
     run, report = swept
     assert report["figures"] == [f"robustness_{m}.png" for m in METRICS] + ["corruption_examples.png",

@@ -4,8 +4,8 @@ corruptions (:mod:`covidxray.corruptions`) at severities 1..5.
 :func:`sweep` scores the run's test split (or any dataset :func:`covidxray.evaluate.evaluation_set`
 accepts) clean (severity 0) and under every corruption and severity, with the run's calibration
 (temperature and the COVID-19 threshold chosen on validation, see :mod:`covidxray.predict`).
-Corruptions are applied to the images as the model receives them (after the resize to the model
-size). Per point it reports accuracy, macro-AUC and the positive class's sensitivity both at the
+Corruptions are applied to the decoded images at the model size, before the run's own input
+transform (``data.normalize``, ``data.lung_field``), which follows as it does in ``predict``. Per point it reports accuracy, macro-AUC and the positive class's sensitivity both at the
 calibrated operating point and for the argmax decision, each with a stratified-bootstrap 95% CI.
 
 Test-time augmentation (``tta=True``) averages the softmax over the image and a few small
@@ -30,6 +30,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from covidxray import atomic, runinfo
+from covidxray.data.cache import cached_images
+from covidxray.data.inputs import for_run
 from covidxray.errors import UsageError
 from covidxray.evaluation.calibration import apply_temperature
 from covidxray.evaluation.evaluate import evaluation_set
@@ -143,14 +145,18 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     model, meta = runinfo.load_run(run)
     cal = ensure_calibration(run, model, meta, cfg, log)
     s = score_set(model, meta, cal, cfg, chosen, classes, predict=False)
-    images, y, positive, threshold = s.images, s.y, s.positive, s.threshold
+    y, positive, threshold = s.y, s.positive, s.threshold
+    # a corruption happens to the film, before the run's own input transform (normalization, lung
+    # field), which predict applies to whatever it is given: corrupt the decoded images, then transform
+    inputs = for_run(dict(meta), run)
+    images = s.images if inputs.identity else cached_images(list(s.table["path"]), meta["image_size"], cfg)
     seed, n_boot = int(meta.get("seed", cfg.seed)), int(rc.n_boot if n_boot is None else n_boot)
     modes = {"plain": None, **({"tta": (tuple(rc.tta_degrees), float(rc.tta_shift))} if tta else {})}
     results: dict = {mode: {c: {} for c in names} for mode in modes}
     points = [(0, names[0])] + [(s, c) for c in names for s in severities]
     log(f"sweep of {len(images)} images: {len(points)} points x {len(modes)} mode(s)")
     for sev, name in points:
-        x = corrupt(images, name, sev, seed)
+        x = inputs(corrupt(images, name, sev, seed))
         for mode, views in modes.items():
             probs = apply_temperature(predict_raw(model, x, cfg.train.batch_size, views), cal.temperature,
                                       from_probs=True)
@@ -163,7 +169,9 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     report = {
         "run": str(run.resolve()), "dataset": chosen["dataset"], "split": chosen["split"], "n": int(len(y)),
         "classes": classes, "positive_class": positive, "threshold": threshold, "temperature": cal.temperature,
-        "seed": seed, "n_boot": n_boot, "image_size": size, "applied_at": f"model input ({size} px)",
+        "seed": seed, "n_boot": n_boot, "image_size": size, "applied_at": f"decoded image ({size} px)" + (
+            "" if inputs.identity else ", before the run's input transform"),
+        "input_transform": None if inputs.identity else inputs.spec.to_dict(),
         "metrics": {k: v.format(positive=positive) for k, v in METRICS.items()},
         "corruptions": {c: {"parameter": CORRUPTIONS[c].parameter, "values": list(CORRUPTIONS[c].values)}
                         for c in names},
