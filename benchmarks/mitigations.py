@@ -38,7 +38,9 @@ ROWS: dict[str, list[str]] = {
     "lung-crop": ["data.lung_field=crop"],
     "lung-mask": ["data.lung_field=mask"],
     "balance-sources": ["data.balance_sources=true"],
-    "attribution-prior": ["train.attribution_prior=1.0"],  # lungs from the data.lung_weights segmenter
+    # the prior needs a lung mask per training image: cxr-dev has none, so the lung crop's segmenter gives
+    # them (train.attribution_prior without a lung_mask column or lung field is refused); compare with lung-crop
+    "lung-crop+prior": ["data.lung_field=crop", "train.attribution_prior=1.0"],
 }
 
 
@@ -77,7 +79,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--config", default="cxr-dev-128")
-    ap.add_argument("--rows", default="baseline,lung-crop,clahe,acquisition-aug,attribution-prior",
+    ap.add_argument("--rows", default="baseline,lung-crop,lung-mask,clahe,acquisition-aug,lung-crop+prior",
                     help=f"comma-separated, from {', '.join(ROWS)}; NAME=key=value+key=value adds a row")
     ap.add_argument("--external", type=Path, default=paths.ROOT.parent / "shared" / "data" / "cxr-external")
     ap.add_argument("--runs", type=Path, default=paths.ROOT / "models" / "mitigations")
