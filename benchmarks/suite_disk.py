@@ -14,7 +14,6 @@ read only the sizes: the wall time is whatever the machine's load made it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from covidxray import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,10 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         "slowest": slowest, "samples": [(s, round(b / 1e9, 3)) for s, b in samples],
     }
     shutil.rmtree(tmp, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    part = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
-    part.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(part, args.out)
+    atomic.write_json(args.out, result, indent=1)
     print(f"{summary}\npeak {result['peak_gb']} GB at {peak_s:.0f} s; left after the run "
           f"{result['left_after_gb']} GB (pytest rc {proc.returncode}); {args.out}")
     return result

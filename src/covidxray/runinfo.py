@@ -99,6 +99,15 @@ def lock_run(run_dir: str | Path) -> Iterator[Path]:
         lock.release()
 
 
+def finished_meta(run_dir: str | Path) -> dict[str, Any] | None:
+    """``run.json`` of a run whose training finished (``status: finished``), else None."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    return meta if meta.get("status") == "finished" else None
+
+
 def read_run(run_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``run.json`` of a run folder.
 

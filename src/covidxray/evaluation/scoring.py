@@ -61,7 +61,8 @@ def open_run(run_dir: str | Path, log: Callable = print) -> OpenRun:
     return OpenRun(run, cfg, list(meta["classes"]), model, meta, ensure_calibration(run, model, meta, cfg, log))
 
 
-def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str], predict: bool = True) -> Scored:
+def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str], predict: bool = True,
+              decoded: bool = False) -> Scored:
     """Model inputs, labels, probabilities and the operating point of an evaluation set.
 
     Args:
@@ -72,6 +73,8 @@ def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str
         chosen: An evaluation set (``table`` with ``path`` and ``label``).
         classes: The run's classes.
         predict: Also compute the probabilities (the sweep predicts corrupted copies itself).
+        decoded: Return the decoded images without the run's input transform (normalization, lung
+            field): the sweep corrupts them first. Only with ``predict=False``.
     """
     from covidxray.data.cache import cached_images
     from covidxray.data.inputs import for_run
@@ -79,7 +82,9 @@ def score_set(model, meta: Mapping, cal, cfg, chosen: Mapping, classes: list[str
     from covidxray.evaluation.predict import model_probs
 
     table = chosen["table"].reset_index(drop=True)
-    images = cached_images(list(table["path"]), meta["image_size"], cfg, for_run(dict(meta)))
+    if decoded and predict:
+        raise ValueError("decoded images are not the model's inputs: predict them after the run's transform")
+    images = cached_images(list(table["path"]), meta["image_size"], cfg, None if decoded else for_run(dict(meta)))
     y = np.array([classes.index(c) for c in table["label"]])
     raw = model_probs(model, images, cfg.train.batch_size) if predict else None
     probs = None if raw is None else apply_temperature(raw, cal.temperature, from_probs=True)

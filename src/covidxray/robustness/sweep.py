@@ -30,7 +30,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from covidxray import atomic, runinfo
-from covidxray.data.cache import cached_images
 from covidxray.data.inputs import for_run
 from covidxray.errors import UsageError
 from covidxray.evaluation.calibration import apply_temperature
@@ -144,12 +143,11 @@ def sweep(run_dir: str | Path, data: str | Path | None = None, split: str = "tes
     chosen = evaluation_set(run, classes, cfg, data, split, log)
     model, meta = runinfo.load_run(run)
     cal = ensure_calibration(run, model, meta, cfg, log)
-    s = score_set(model, meta, cal, cfg, chosen, classes, predict=False)
-    y, positive, threshold = s.y, s.positive, s.threshold
     # a corruption happens to the film, before the run's own input transform (normalization, lung
     # field), which predict applies to whatever it is given: corrupt the decoded images, then transform
+    s = score_set(model, meta, cal, cfg, chosen, classes, predict=False, decoded=True)
+    images, y, positive, threshold = s.images, s.y, s.positive, s.threshold
     inputs = for_run(dict(meta), run)
-    images = s.images if inputs.identity else cached_images(list(s.table["path"]), meta["image_size"], cfg)
     seed, n_boot = int(meta.get("seed", cfg.seed)), int(rc.n_boot if n_boot is None else n_boot)
     modes = {"plain": None, **({"tta": (tuple(rc.tta_degrees), float(rc.tta_shift))} if tta else {})}
     results: dict = {mode: {c: {} for c in names} for mode in modes}

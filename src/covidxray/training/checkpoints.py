@@ -79,9 +79,9 @@ def inference_copy(model):
 
 
 def save_model_atomic(model, path: str | Path) -> Path:
-    """``model.save`` (``.keras``) of :func:`inference_copy` atomically."""
+    """``model.save`` (``.keras``) atomically (``train`` passes an :func:`inference_copy`)."""
     with atomic.atomic_path(path) as tmp:
-        inference_copy(model).save(tmp)
+        model.save(tmp)
     return Path(path)
 
 
@@ -110,9 +110,9 @@ def remove_resume_points(run: Path, stages: Sequence[str]) -> list[Path]:
 
 
 def export_atomic(model, folder: str | Path) -> Path:
-    """``model.export`` (SavedModel) of :func:`inference_copy` into a temporary folder, then swapped in."""
+    """``model.export`` (SavedModel) into a temporary folder, then swapped in (``train`` passes an :func:`inference_copy`)."""
     with atomic.atomic_dir(folder) as tmp:
-        inference_copy(model).export(str(tmp), verbose=False)
+        model.export(str(tmp), verbose=False)
     return Path(folder)
 
 

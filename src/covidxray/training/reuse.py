@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,6 +52,7 @@ def train_or_reuse(cfg, dataset: str | Path, run: str | Path, log: Callable = pr
         ValueError: Without ``replace``, ``run`` holds a run trained under another config (the keys are named).
     """
     from covidxray.config import load_config
+    from covidxray.runinfo import finished_meta
     from covidxray.training.train import train
 
     run = Path(run)
@@ -66,8 +66,7 @@ def train_or_reuse(cfg, dataset: str | Path, run: str | Path, log: Callable = pr
     if changed:
         log(f"{run}: replacing the run trained with another config ({', '.join(changed[:5])} differ)")
         shutil.rmtree(run)
-    meta = run / "run.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("status") == "finished":
+    if finished_meta(run) is not None:
         log(f"{run} holds a finished run trained with this config: reusing it (delete it to train again)")
         return run
     if saved.is_file() and (run / "splits.csv").is_file():

@@ -124,11 +124,6 @@ def _load_state(run: Path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {"stages_done": [], "wall_s": 0.0}
 
 
-def _finished(run: Path) -> bool:
-    f = run / "run.json"
-    return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
-
-
 def _clean_run_folder(run: Path) -> None:
     """Remove what killed writers left behind: temporary files in the run and its backup folders."""
     atomic.remove_stale_tmp(run)
@@ -184,14 +179,16 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     )
     from covidxray.training.checkpoints import (
         export_atomic,
+        inference_copy,
         load_first_good,
         remove_resume_points,
         save_model_atomic,
         save_weights_atomic,
     )
 
-    if resume and _finished(run):
-        remove_resume_points(run, ("scratch", "stage1", "stage2"))  # a kill may have come just before
+    finished = runinfo.finished_meta(run) if resume else None
+    if finished is not None:
+        remove_resume_points(run, finished.get("stages", ()))  # a kill may have come just before
         log(f"{run} is a finished run: nothing to resume")
         return run
     if resume:
@@ -294,8 +291,9 @@ def _train(cfg: Config | None, dataset: str | Path | None, run: Path, resume: st
     log(f"OOD score ({detector.method}): threshold {detector.threshold:.3f} passes "
         f"{detector.val_pass_rate:.1%} of validation images")
 
-    save_model_atomic(model, run / "model.keras")
-    export_atomic(model, run / "saved_model")
+    bare = inference_copy(model)  # model.keras and the export hold no optimizer state
+    save_model_atomic(bare, run / "model.keras")
+    export_atomic(bare, run / "saved_model")
     from covidxray.training.hparams import write_hparams  # tensorboard --logdir models compares runs
 
     last = hist.iloc[-1] if len(hist) else {}
