@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--config", default="cxr-dev-128")
-    ap.add_argument("--rows", default="baseline,lung-crop,lung-mask,clahe,acquisition-aug,lung-crop+prior,lung-crop+acquisition-aug",
+    ap.add_argument("--rows", default="baseline,lung-crop,lung-mask,clahe,equalize,acquisition-aug,lung-crop+prior,lung-crop+acquisition-aug",
                     help=f"comma-separated, from {', '.join(ROWS)}; NAME=key=value+key=value adds a row")
     ap.add_argument("--external", type=Path, default=paths.ROOT.parent / "shared" / "data" / "cxr-external")
     ap.add_argument("--runs", type=Path, default=paths.ROOT / "models" / "mitigations")
