@@ -48,7 +48,8 @@ ROWS: dict[str, list[str]] = {
 ROWS["lung-crop+acquisition-aug"] = ROWS["lung-crop"] + ROWS["acquisition-aug"]
 
 
-def _run(cmd: list[str], log: Path) -> None:
+def run_logged(cmd: list[str], log: Path) -> None:
+    """Run a CLI command with its output appended to ``log``; exit naming the log when it fails."""
     print("$", " ".join(cmd[2:]), flush=True)
     with open(log, "a") as fh:
         done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
@@ -65,16 +66,16 @@ def train_and_evaluate(name: str, overrides: list[str], args) -> Path:
     status = json.loads(meta.read_text()).get("status") if meta.is_file() else None
     if status != "finished":
         if (run / "config.yaml").is_file():
-            _run(CLI + ["train", "--resume", str(run)], log)
+            run_logged(CLI + ["train", "--resume", str(run)], log)
         else:
             sets = [f"train.epochs={args.epochs}", "train.schedule=epochs", "train.max_minutes=0",
                     f"seed={args.seed}", *overrides]
-            _run(CLI + ["train", "--config", args.config, *sum((["--set", s] for s in sets), []),
+            run_logged(CLI + ["train", "--config", args.config, *sum((["--set", s] for s in sets), []),
                         "--out", str(run)], log)
     if not (run / "eval" / "test" / "metrics.json").is_file():
-        _run(CLI + ["evaluate", str(run)], log)
+        run_logged(CLI + ["evaluate", str(run)], log)
     if not (run / "eval" / args.external.name / "external.json").is_file():
-        _run(CLI + ["evaluate", str(run), "--data", str(args.external)], log)
+        run_logged(CLI + ["evaluate", str(run), "--data", str(args.external)], log)
     return run
 
 

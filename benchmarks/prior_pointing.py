@@ -23,34 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# mitigations.py sits beside this script (its folder is on sys.path when it runs)
+from mitigations import CLI, run_logged  # noqa: E402
+
 from covidxray import atomic, paths  # noqa: E402
 from covidxray.explain.pointing_compare import compare_pointing, to_markdown  # noqa: E402
 
-CLI = [sys.executable, "-m", "covidxray.cli"]
 DATA = paths.ROOT / "data" / "phantoms"
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    print("$", " ".join(cmd[2:]), flush=True)
-    with open(log, "a") as fh:
-        done = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}; see {log}")
 
 
 def demo_data(log: Path) -> Path:
     """The demo phantoms and their split, made as ``make demo`` makes them when they are missing."""
     splits = DATA / "splits.csv"
     if not splits.is_file():
-        _run(CLI + ["phantoms", str(DATA), "--n-per-class", "300", "--seed", "42"], log)
-        _run(CLI + ["index", str(DATA), "-o", str(DATA / "index.csv")], log)
-        _run(CLI + ["split", str(DATA / "index.csv"), "-o", str(splits), "--seed", "42"], log)
+        run_logged(CLI + ["phantoms", str(DATA), "--n-per-class", "300", "--seed", "42"], log)
+        run_logged(CLI + ["index", str(DATA), "-o", str(DATA / "index.csv")], log)
+        run_logged(CLI + ["split", str(DATA / "index.csv"), "-o", str(splits), "--seed", "42"], log)
     return splits
 
 
@@ -61,15 +53,15 @@ def train_and_explain(lam: float, args, splits: Path) -> Path:
     meta = run / "run.json"
     if not meta.is_file() or json.loads(meta.read_text()).get("status") != "finished":
         if (run / "config.yaml").is_file():
-            _run(CLI + ["train", "--resume", str(run)], log)
+            run_logged(CLI + ["train", "--resume", str(run)], log)
         else:
             sets = [f"train.attribution_prior={lam:g}", f"train.epochs={args.epochs}", "model.weights=none",
                     f"seed={args.seed}"]
-            _run(CLI + ["train", "--config", "demo", "--data", str(splits), *sum((["--set", s] for s in sets), []),
+            run_logged(CLI + ["train", "--config", "demo", "--data", str(splits), *sum((["--set", s] for s in sets), []),
                         "--out", str(run)], log)
     out = run / "interpret" / "prior-pointing"
     if not (out / "interpret.json").is_file():
-        _run(CLI + ["interpret", str(run), "--n-per-class", str(args.n_per_class), "-o", str(out),
+        run_logged(CLI + ["interpret", str(run), "--n-per-class", str(args.n_per_class), "-o", str(out),
                     *sum((["-m", m] for m in args.methods), [])], log)
     return run
 
