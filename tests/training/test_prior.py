@@ -75,3 +75,34 @@ def test_prior_is_zero_by_default_and_range_checked():
     assert load_config([]).train.attribution_prior == 0.0
     with pytest.raises(ConfigError, match="attribution_prior"):
         load_config([], ["train.attribution_prior=-1"])
+
+
+def test_the_prior_moves_input_gradient_energy_into_the_lungs():
+    """A cue outside the 'lungs' and one inside, both telling the class: trained with the prior, the
+    model's input gradient puts less of its energy outside (measured 0.59 -> 0.44 at lambda 10)."""
+    import keras
+
+    from covidxray.data import pipeline as data
+    from covidxray.training.prior import PriorTrainer, outside_share
+    from helpers_runs import tiny_cnn
+
+    rng = np.random.default_rng(0)
+    n, s = 96, 32
+    labels = np.arange(n) % 3
+    images = rng.integers(60, 90, (n, s, s)).astype(np.uint8)
+    for i, c in enumerate(labels):  # class cue: the brightness of a square outside the lungs and of one inside
+        images[i, 2:8, 4:28] = 130 + 60 * c
+        images[i, 16:24, 10:22] = 130 + 60 * c
+    masks = np.zeros((n, s, s), bool)
+    masks[:, 12:30, 6:26] = True
+    y = np.eye(3, dtype=np.float32)[labels]
+    shares = {}
+    for lam in (0.0, 10.0):
+        inner = tiny_cnn(s)
+        wrapper = PriorTrainer(inner, lam)
+        wrapper.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+        wrapper.fit(data.make_dataset(images, labels, 3, 16, shuffle=True, seed=1, masks=masks), epochs=30, verbose=0)
+        share, probs = outside_share(inner, images[..., None].astype(np.float32), y, masks)
+        shares[lam] = float(np.mean(share))
+        assert (probs.numpy().argmax(axis=1) == labels).mean() > 0.9  # both learn the task
+    assert shares[10.0] < shares[0.0] - 0.1, shares
