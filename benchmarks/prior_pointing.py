@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # mitigations.py sits beside this script (its folder is on sys.path when it runs)
-from mitigations import CLI, run_logged  # noqa: E402
+from mitigations import CLI, run_logged, train_resume_or_reuse  # noqa: E402
 
 from covidxray import atomic, paths  # noqa: E402
 from covidxray.explain.pointing_compare import compare_pointing, to_markdown  # noqa: E402
@@ -50,15 +50,10 @@ def train_and_explain(lam: float, args, splits: Path) -> Path:
     """Train (or reuse / resume) the run with prior weight ``lam`` and explain its test split."""
     run = args.runs / f"lambda-{lam:g}"
     log = args.runs / f"lambda-{lam:g}.log"
-    meta = run / "run.json"
-    if not meta.is_file() or json.loads(meta.read_text()).get("status") != "finished":
-        if (run / "config.yaml").is_file():
-            run_logged(CLI + ["train", "--resume", str(run)], log)
-        else:
-            sets = [f"train.attribution_prior={lam:g}", f"train.epochs={args.epochs}", "model.weights=none",
-                    f"seed={args.seed}"]
-            run_logged(CLI + ["train", "--config", "demo", "--data", str(splits), *sum((["--set", s] for s in sets), []),
-                        "--out", str(run)], log)
+    sets = [f"train.attribution_prior={lam:g}", f"train.epochs={args.epochs}", "model.weights=none",
+            f"seed={args.seed}"]
+    train_resume_or_reuse(run, ["--config", "demo", "--data", str(splits), *sum((["--set", s] for s in sets), [])],
+                          log)
     out = run / "interpret" / "prior-pointing"
     if not (out / "interpret.json").is_file():
         run_logged(CLI + ["interpret", str(run), "--n-per-class", str(args.n_per_class), "-o", str(out),
